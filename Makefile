@@ -1,0 +1,36 @@
+# rewindkit — two commands on a fresh machine:
+#   make reproduce   create .venv, install, run every notebook on the offline laptop profile
+#   make test        create/update .venv, run unit tests and every notebook in the smoke profile
+PYTHON ?= python3
+# The CPU wheel on this kind of machine; on a CUDA machine use e.g. `make TORCH=torch reproduce`.
+TORCH ?= torch==2.13.0
+PROFILE ?= laptop
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export REWINDKIT_PROGRESS ?= 0
+
+.PHONY: venv reproduce test unit notebooks-smoke figures benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[notebooks,test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/rewindkit notebooks --profile $(PROFILE) --executed-dir executed/$(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf executed runs .pytest_cache

@@ -1,0 +1,310 @@
+"""Datasets held as tensors on the training device, batched and augmented there (paper §2).
+
+* ``mnist1d`` — the offline default: generated locally with the ``mnist1d`` package's standard
+  recipe (never its download) and cached as ``.npz``. 4,000 train / 1,000 test → 200 validation
+  and 800 test (the paper's 20/80 split of the test set).
+* ``cifar10`` — the standard python archive (``cifar-10-python.tar.gz`` or the extracted
+  ``cifar-10-batches-py`` folder). Downloaded with checksum verification when online; offline, a
+  clear error says where to put the file. The 10,000 test images are split 2,000 validation /
+  8,000 test. Training augmentation as the paper: 4-pixel zero pad, random 32×32 crop, random
+  horizontal flip, per image, then per-image standardisation.
+* ``synthetic`` — small Gaussian-template data for fast tests, any shape.
+
+The order of training examples and every augmentation draw are functions of (seed, step) only,
+so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .storage import atomic_write_bytes
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+DATASETS = ("mnist1d", "cifar10", "synthetic")
+AUGMENTATIONS = ("none", "cifar")
+
+
+def data_dir() -> Path:
+    """Where datasets are cached: ``$REWINDKIT_DATA`` or ``~/.cache/rewindkit``."""
+    return Path(os.environ.get("REWINDKIT_DATA", Path.home() / ".cache" / "rewindkit")).expanduser()
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed derived from any mix of ints and strings (stable across runs and machines)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train / validation / test tensors plus how to augment and normalise training batches."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    augmentation: str = "none"  # "none" or "cifar"
+    per_image_standardization: bool = False
+
+    def __post_init__(self):
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augmentation!r}; choose one of {AUGMENTATIONS}")
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def to(self, device) -> Dataset:
+        device = torch.device(device)
+        if self.device == device:
+            return self
+        fields = {k: getattr(self, k).to(device) for k in
+                  ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return replace(self, **fields)
+
+    def subset(self, n_train: int | None = None, n_eval: int | None = None) -> Dataset:
+        """The first ``n_train`` training and ``n_eval`` validation/test examples (for smoke runs)."""
+        if n_train is not None and not 0 < n_train <= self.n_train:
+            raise ValueError(f"n_train must be in 1..{self.n_train}; got {n_train}")
+        t = slice(None, n_train)
+        e = slice(None, n_eval)
+        return replace(self, train_x=self.train_x[t], train_y=self.train_y[t], val_x=self.val_x[e],
+                       val_y=self.val_y[e], test_x=self.test_x[e], test_y=self.test_y[e])
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Convert stored examples (uint8 images or floats) to the network's float input."""
+        x = x.float()
+        if self.per_image_standardization:
+            flat = x.flatten(1)
+            mean = flat.mean(1, keepdim=True)
+            std = flat.std(1, unbiased=False, keepdim=True).clamp_min(1.0 / flat.shape[1] ** 0.5)
+            x = ((flat - mean) / std).view_as(x)
+        return x
+
+
+class BatchStream:
+    """Training batches as a pure function of (seed, step).
+
+    Epoch e uses a random permutation drawn from ``derive_seed(seed, "order", e)``; step s takes
+    the (s mod steps_per_epoch)-th slice of its epoch's permutation and augments it with a
+    generator seeded from ``derive_seed(seed, "augment", s)``. The last partial batch of an epoch
+    is dropped, so ``steps_per_epoch = n_train // batch_size``.
+    """
+
+    def __init__(self, data: Dataset, batch_size: int, seed: int):
+        if batch_size <= 0 or batch_size > data.n_train:
+            raise ValueError(f"batch_size must be in 1..{data.n_train} (training examples); got {batch_size}")
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.steps_per_epoch = data.n_train // batch_size
+        self._epoch, self._perm = None, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
+            self._perm = torch.randperm(self.data.n_train, generator=gen).to(self.data.device)
+            self._epoch = epoch
+        return self._perm
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        x, y = self.data.train_x[idx], self.data.train_y[idx]
+        if self.data.augmentation == "cifar":
+            x = augment_crop_flip(x, torch.Generator(device=x.device).manual_seed(derive_seed(self.seed, "augment", step)))
+        return self.data.prepare(x), y
+
+
+def augment_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Zero-pad by ``pad`` pixels, random crop back to size, random horizontal flip — per image,
+    for a whole batch at once on its device."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+    rows = (oy[:, None] + torch.arange(h, device=x.device)[None]).view(n, 1, h, 1)
+    cols = ox[:, None] + torch.arange(w, device=x.device)[None]
+    cols = torch.where(flip[:, None], cols.flip(1), cols).view(n, 1, 1, w)
+    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
+
+
+def split_test(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2):
+    """Fixed split of a test set into validation (``val_fraction``) and test, independent of run seeds."""
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_val = int(round(val_fraction * len(y)))
+    v, t = perm[:n_val], perm[n_val:]
+    return x[v], y[v], x[t], y[t]
+
+
+# -- MNIST-1D ---------------------------------------------------------------------------------------
+
+def load_mnist1d(num_samples: int = 5000, seed: int = 42, cache: bool = True) -> Dataset:
+    """MNIST-1D generated offline with the package's standard recipe (cached under :func:`data_dir`)."""
+    path = data_dir() / f"mnist1d_n{num_samples}_seed{seed}.npz"
+    if cache and path.exists():
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    else:
+        from mnist1d.data import get_dataset_args, make_dataset
+        args = get_dataset_args()
+        args.num_samples, args.seed = num_samples, seed
+        raw = make_dataset(args)
+        arrays = {k: np.asarray(raw[k]) for k in ("x", "y", "x_test", "y_test")}
+        if cache:
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            atomic_write_bytes(buffer.getvalue(), path)
+    x = torch.tensor(arrays["x"], dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(arrays["y"], dtype=torch.long)
+    vx, vy, tx, ty = split_test(torch.tensor(arrays["x_test"], dtype=torch.float32).unsqueeze(1),
+                                torch.tensor(arrays["y_test"], dtype=torch.long))
+    return Dataset("mnist1d", x, y, vx, vy, tx, ty, num_classes=10)
+
+
+# -- CIFAR-10 ---------------------------------------------------------------------------------------
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR-10 batches contain: dicts, lists, bytes and NumPy arrays."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR-10 batch")
+
+
+def _read_batch(raw: bytes, label: str):
+    try:
+        d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        x = np.asarray(d[b"data"], dtype=np.uint8)
+        y = np.asarray(d[b"labels"], dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() > 9)):
+            raise ValueError(f"data shape {x.shape} with {len(y)} labels")
+    except Exception as exc:
+        raise ValueError(f"corrupt CIFAR-10 batch {label}: {type(exc).__name__}: {exc}") from exc
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cifar_missing_message(where: Path) -> str:
+    return (f"CIFAR-10 not found at {where}. Put the standard python archive '{CIFAR10_ARCHIVE}' "
+            f"(from {CIFAR10_URL}, md5 {CIFAR10_MD5}) or its extracted folder '{CIFAR10_FOLDER}' in "
+            f"{data_dir()} (or set REWINDKIT_DATA, or pass path=...), or call with download=True when online.")
+
+
+def download_cifar10(dest: Path | None = None) -> Path:
+    """Download the archive to ``dest`` (default :func:`data_dir`) and verify its MD5."""
+    dest = Path(dest or data_dir()) / CIFAR10_ARCHIVE
+    try:
+        with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response:
+            payload = response.read()
+    except Exception as exc:
+        raise FileNotFoundError(_cifar_missing_message(dest) + f" (download failed: {exc})") from exc
+    if hashlib.md5(payload).hexdigest() != CIFAR10_MD5:
+        raise ValueError(f"downloaded CIFAR-10 archive has the wrong MD5 (expected {CIFAR10_MD5}); not saved")
+    atomic_write_bytes(payload, dest)
+    return dest
+
+
+def load_cifar10(path: str | os.PathLike | None = None, download: bool = False, verify_md5: bool = False) -> Dataset:
+    """CIFAR-10 from the standard python archive or folder.
+
+    ``path`` may name the ``.tar.gz`` archive, the extracted ``cifar-10-batches-py`` folder, or a
+    folder containing either (default :func:`data_dir`).
+    """
+    where = Path(path) if path is not None else data_dir()
+    candidates = [where] if where.is_file() or where.name == CIFAR10_FOLDER else [where / CIFAR10_FOLDER, where / CIFAR10_ARCHIVE]
+    source = next((c for c in candidates if c.exists()), None)
+    if source is None:
+        if not download:
+            raise FileNotFoundError(_cifar_missing_message(where))
+        source = download_cifar10(where if where.suffix == "" else where.parent)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    raw: dict[str, bytes] = {}
+    if source.is_dir():
+        for n in names:
+            if not (source / n).exists():
+                raise ValueError(f"corrupt CIFAR-10 folder {source}: missing {n}")
+            raw[n] = (source / n).read_bytes()
+    else:
+        if verify_md5 and _md5(source) != CIFAR10_MD5:
+            raise ValueError(f"{source} does not have the MD5 of the official CIFAR-10 archive ({CIFAR10_MD5})")
+        try:
+            with tarfile.open(source, "r:gz") as tar:
+                for member in tar.getmembers():
+                    base = member.name.rsplit("/", 1)[-1]
+                    if base in names and member.isfile():
+                        raw[base] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ValueError(f"corrupt CIFAR-10 archive {source}: {type(exc).__name__}: {exc}") from exc
+        missing = [n for n in names if n not in raw]
+        if missing:
+            raise ValueError(f"corrupt CIFAR-10 archive {source}: missing {', '.join(missing)}")
+    train = [_read_batch(raw[n], n) for n in names[:5]]
+    x = torch.from_numpy(np.concatenate([b[0] for b in train]))
+    y = torch.from_numpy(np.concatenate([b[1] for b in train]))
+    test_x, test_y = (torch.from_numpy(a) for a in _read_batch(raw["test_batch"], "test_batch"))
+    vx, vy, tx, ty = split_test(test_x, test_y)
+    return Dataset("cifar10", x, y, vx, vy, tx, ty, num_classes=10, augmentation="cifar",
+                   per_image_standardization=True)
+
+
+# -- synthetic --------------------------------------------------------------------------------------
+
+def make_synthetic(n_train: int = 512, n_test: int = 256, shape: tuple[int, ...] = (1, 40),
+                   num_classes: int = 10, noise: float = 0.5, seed: int = 0) -> Dataset:
+    """Noisy copies of one random template per class: learnable in a few steps, for tests."""
+    gen = torch.Generator().manual_seed(seed)
+    templates = torch.randn((num_classes, *shape), generator=gen)
+
+    def draw(n):
+        y = torch.randint(0, num_classes, (n,), generator=gen)
+        return templates[y] + noise * torch.randn((n, *shape), generator=gen), y
+
+    x, y = draw(n_train)
+    vx, vy, tx, ty = split_test(*draw(n_test))
+    return Dataset("synthetic", x, y, vx, vy, tx, ty, num_classes=num_classes)
+
+
+def load(name: str, **options) -> Dataset:
+    """A dataset by name: ``mnist1d``, ``cifar10`` or ``synthetic``."""
+    loaders = {"mnist1d": load_mnist1d, "cifar10": load_cifar10, "synthetic": make_synthetic}
+    if name not in loaders:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    return loaders[name](**options)

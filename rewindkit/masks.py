@@ -1,0 +1,179 @@
+"""Pruning masks: which weights survive (paper §3).
+
+A :class:`Mask` maps parameter names to boolean tensors of the parameter's shape (``True`` = kept).
+Its *weight* entries cover the prunable tensors: every conv and linear ``weight`` (tensors with two
+or more dimensions). Structured masks (§3.2) may also hold entries for one-dimensional tensors such
+as the BatchNorm γ/β of a removed filter; those entries are enforced like any other but are not
+counted in :meth:`Mask.density`, which is always *the fraction of prunable weights kept*.
+
+Masks are stored as plain ``{name: bool tensor}`` files, separately from a plain dense
+``state_dict`` (never a pickled model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from .storage import atomic_torch_save, load_tensor_dict
+
+
+def prunable_weight_names(model: nn.Module) -> list[str]:
+    """Names of every conv and linear weight of ``model``: the paper's prunable set (§3.1).
+
+    Biases and normalisation parameters are never prunable by unstructured pruning.
+    """
+    names = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            names.append(f"{module_name}.weight" if module_name else "weight")
+    return names
+
+
+class Mask(Mapping[str, torch.Tensor]):
+    """Name → boolean keep-tensor. Immutable mapping; operations return new masks."""
+
+    def __init__(self, entries: Mapping[str, torch.Tensor]):
+        self._entries: dict[str, torch.Tensor] = {}
+        for name, tensor in entries.items():
+            tensor = torch.as_tensor(tensor)
+            if tensor.dtype != torch.bool:
+                if not bool(((tensor == 0) | (tensor == 1)).all()):
+                    raise ValueError(f"mask entry {name!r} must hold only 0/1 or booleans")
+                tensor = tensor.to(torch.bool)
+            self._entries[name] = tensor.detach()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def ones(cls, model: nn.Module) -> Mask:
+        """The all-ones (dense) mask over ``model``'s prunable weights."""
+        params = dict(model.named_parameters())
+        return cls({n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_weight_names(model)})
+
+    @classmethod
+    def load(cls, path) -> Mask:
+        return cls(load_tensor_dict(path, what="mask"))
+
+    def save(self, path) -> None:
+        """Write the mask atomically as a plain ``{name: bool tensor}`` file (CPU tensors)."""
+        atomic_torch_save({n: t.cpu() for n, t in self._entries.items()}, path)
+
+    # -- mapping protocol ---------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Mask({len(self)} tensors, density={self.density():.4f})"
+
+    # -- counting -----------------------------------------------------------------------------
+    @property
+    def weight_names(self) -> list[str]:
+        """Entries that are prunable weights (conv/linear kernels, ≥ 2 dimensions)."""
+        return [n for n, t in self._entries.items() if t.dim() >= 2]
+
+    def num_kept(self) -> int:
+        return int(sum(int(self._entries[n].sum()) for n in self.weight_names))
+
+    def num_total(self) -> int:
+        return int(sum(self._entries[n].numel() for n in self.weight_names))
+
+    def density(self) -> float:
+        """Fraction of all prunable weights that the mask keeps (1.0 = dense)."""
+        total = self.num_total()
+        return self.num_kept() / total if total else 1.0
+
+    def compression_ratio(self) -> float:
+        """Prunable weights before ÷ after (the paper's CR = 1/density)."""
+        return 1.0 / self.density()
+
+    def layer_densities(self) -> dict[str, float]:
+        """Density of each weight entry, in model order."""
+        return {n: float(self._entries[n].float().mean()) for n in self.weight_names}
+
+    # -- algebra ------------------------------------------------------------------------------
+    def __and__(self, other: Mask) -> Mask:
+        names = set(self) | set(other)
+        out = {}
+        for n in names:
+            if n in self and n in other:
+                out[n] = self[n] & other[n].to(self[n].device)
+            else:
+                out[n] = (self[n] if n in self else other[n]).clone()
+        return Mask({n: out[n] for n in list(self) + [m for m in other if m not in self]})
+
+    def is_subset_of(self, other: Mask) -> bool:
+        """True when every weight this mask keeps is also kept by ``other`` (masks are monotone)."""
+        return all(not bool((self[n] & ~other[n].to(self[n].device)).any()) for n in self if n in other)
+
+    def to(self, device) -> Mask:
+        return Mask({n: t.to(device) for n, t in self._entries.items()})
+
+    def equal(self, other: Mask) -> bool:
+        return set(self) == set(other) and all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
+
+    # -- enforcement --------------------------------------------------------------------------
+    def check_model(self, model: nn.Module) -> None:
+        """Raise if an entry does not name a parameter of ``model`` with the same shape."""
+        params = dict(model.named_parameters())
+        for n, t in self._entries.items():
+            if n not in params:
+                raise ValueError(f"mask entry {n!r} is not a parameter of the model; "
+                               f"prunable weights are {prunable_weight_names(model)[:5]}…")
+            if tuple(params[n].shape) != tuple(t.shape):
+                raise ValueError(f"mask entry {n!r} has shape {tuple(t.shape)}, parameter has {tuple(params[n].shape)}")
+
+    def apply_to_state_dict(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A copy of a plain ``state_dict`` with every masked entry set to exactly zero."""
+        out = dict(state)
+        for n, keep in self._entries.items():
+            if n in out:
+                out[n] = out[n] * keep.to(device=out[n].device, dtype=out[n].dtype)
+        return out
+
+
+class MaskEnforcer:
+    """Keeps a model's pruned weights at exactly zero during training (paper §3.1).
+
+    The paper's TF code multiplies each kernel by a 0/1 mask in the forward pass. Here the dense
+    tensors themselves hold exact zeros: gradients of pruned entries are zeroed before every
+    optimizer step and the weights are re-multiplied by the mask after it, with one fused
+    ``_foreach_mul_`` each. Momentum buffers of pruned entries are zeroed when the enforcer is
+    attached, so they stay zero too; the forward pass pays nothing.
+    """
+
+    def __init__(self, model: nn.Module, mask: Mask):
+        mask.check_model(model)
+        params = dict(model.named_parameters())
+        self.names = list(mask)
+        self.params = [params[n] for n in self.names]
+        self.factors = [mask[n].to(device=params[n].device, dtype=params[n].dtype) for n in self.names]
+        self.mask = mask
+
+    @torch.no_grad()
+    def apply_to_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.factors)
+
+    @torch.no_grad()
+    def apply_to_grads(self) -> None:
+        pairs = [(p.grad, f) for p, f in zip(self.params, self.factors) if p.grad is not None]
+        if pairs:
+            grads, factors = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(factors))
+
+    @torch.no_grad()
+    def apply_to_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Zero every per-parameter optimizer buffer (e.g. SGD momentum) at pruned positions."""
+        for p, f in zip(self.params, self.factors):
+            state = optimizer.state.get(p, {})
+            for value in state.values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(f.to(value.dtype))

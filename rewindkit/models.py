@@ -1,0 +1,170 @@
+"""Networks of the paper (§2), in plain PyTorch (torchvision is not needed).
+
+* ``resnet20`` / ``resnet56`` / ``resnet110``: CIFAR ResNet v1 exactly as the paper trained them
+  (TF official models): post-activation basic blocks, widths 16/32/64, and a 1×1 conv + BN
+  projection shortcut in the first block of *every* stage, stage 1 included. BatchNorm momentum
+  0.997 (PyTorch ``momentum=0.003``) and ε = 1e-5. ``projection="transitions"`` gives open_lth's
+  variant (projection only where the shape changes).
+* ``vgg16``: VGG-16 with BatchNorm and one linear layer (the paper's ``vgg16_nofc`` base runs).
+* ``mnist1d_resnet``: the same ResNet code with 1-D convolutions, for the offline MNIST-1D
+  default profile; structured and unstructured pruning apply to it unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+_BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+PROJECTIONS = ("every_stage", "transitions")
+
+
+class BasicBlock(nn.Module):
+    """Post-activation (v1) basic block: relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, project: bool, dim: int, bn_momentum: float):
+        super().__init__()
+        Conv, BN = _CONV[dim], _BN[dim]
+        self.conv1 = Conv(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = BN(out_ch, eps=1e-5, momentum=bn_momentum)
+        self.conv2 = Conv(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        self.bn2 = BN(out_ch, eps=1e-5, momentum=bn_momentum)
+        if project:
+            self.shortcut = nn.Sequential(Conv(in_ch, out_ch, 1, stride=stride, bias=False),
+                                          BN(out_ch, eps=1e-5, momentum=bn_momentum))
+        else:
+            if in_ch != out_ch or stride != 1:
+                raise ValueError("an identity shortcut needs equal shapes; use projection='every_stage'")
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet v1 of depth 6n+2 over 1-D or 2-D inputs."""
+
+    def __init__(self, depth: int, *, width: int = 16, num_classes: int = 10, in_channels: int = 3,
+                 dim: int = 2, projection: str = "every_stage", bn_momentum: float = 0.003):
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"ResNet depth must be 6n+2 with n ≥ 1 (8, 14, 20, 56, 110, …); got {depth}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
+        if dim not in _CONV:
+            raise ValueError(f"dim must be 1 or 2; got {dim}")
+        self.depth, self.dim = depth, dim
+        blocks_per_stage = (depth - 2) // 6
+        Conv, BN = _CONV[dim], _BN[dim]
+        self.conv = Conv(in_channels, width, 3, padding=1, bias=False)
+        self.bn = BN(width, eps=1e-5, momentum=bn_momentum)
+        stages, in_ch = [], width
+        for s in range(3):
+            out_ch = width * 2**s
+            blocks = []
+            for b in range(blocks_per_stage):
+                stride = 2 if (s > 0 and b == 0) else 1
+                project = b == 0 and (projection == "every_stage" or in_ch != out_ch or stride != 1)
+                blocks.append(BasicBlock(in_ch, out_ch, stride, project, dim, bn_momentum))
+                in_ch = out_ch
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(in_ch, num_classes)
+        _init_tf_style(self)
+
+    def blocks(self) -> list[BasicBlock]:
+        """Residual blocks in order; block j (1-based) holds the paper's conv_{2j} and conv_{2j+1}."""
+        return [b for stage in self.stages for b in stage]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        x = self.stages(x)
+        x = torch.flatten(F.adaptive_avg_pool1d(x, 1) if self.dim == 1 else F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
+
+
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class VGG(nn.Module):
+    """VGG-16 with BatchNorm after every conv and a single linear classifier (CIFAR)."""
+
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 3, bn_momentum: float = 0.003):
+        super().__init__()
+        layers, ch = [], in_channels
+        for v in _VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(ch, v, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(v, eps=1e-5, momentum=bn_momentum), nn.ReLU(inplace=True)]
+                ch = v
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(ch, num_classes)
+        _init_tf_style(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@torch.no_grad()
+def _init_tf_style(model: nn.Module) -> None:
+    """TF official ResNet initialisation: conv kernels from a truncated normal with variance
+    1/fan_in (``variance_scaling_initializer``), BN γ=1 β=0, final FC N(0, 0.01) (paper §2)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            fan_in = m.weight[0].numel()
+            std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # undo the truncation's variance loss
+            nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def _resnet(depth: int) -> Callable[..., nn.Module]:
+    def build(**options) -> nn.Module:
+        return ResNet(depth, **options)
+    build.__doc__ = f"CIFAR ResNet-{depth} (paper §2)."
+    return build
+
+
+def _mnist1d_resnet(depth: int = 8, width: int = 16, num_classes: int = 10, in_channels: int = 1,
+                    projection: str = "every_stage", bn_momentum: float = 0.1) -> nn.Module:
+    return ResNet(depth, width=width, num_classes=num_classes, in_channels=in_channels, dim=1,
+                  projection=projection, bn_momentum=bn_momentum)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet20": _resnet(20),
+    "resnet56": _resnet(56),
+    "resnet110": _resnet(110),
+    "vgg16": lambda **options: VGG(**options),
+    "mnist1d_resnet": _mnist1d_resnet,
+}
+
+
+def create(name: str, **options) -> nn.Module:
+    """Build a network by name: one of ``resnet20``, ``resnet56``, ``resnet110``, ``vgg16``,
+    ``mnist1d_resnet``. Options (``width``, ``projection``, ``bn_momentum``, ``depth`` for the
+    1-D ResNet, ``num_classes``, ``in_channels``) are passed to the constructor."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    try:
+        return MODELS[name](**options)
+    except TypeError as exc:
+        raise TypeError(f"bad option for model {name!r}: {exc}") from exc
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

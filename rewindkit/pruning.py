@@ -1,0 +1,177 @@
+"""Pruning rules that turn trained weights into a :class:`~rewindkit.masks.Mask` (paper §3).
+
+* :func:`global_magnitude` — the paper's unstructured rule: one magnitude threshold over every conv
+  and linear weight, already-pruned weights counting as zero (§3.1).
+* :func:`layerwise_magnitude`, :func:`random_pruning` — ablation baselines.
+* :func:`l1_filters` — L1-norm filter pruning after Li et al. (2017) with the paper's ResNet-56/110
+  configurations A and B (§3.2), compression levels 1–5.
+
+``density`` is always the fraction of *all prunable weights* that the returned mask keeps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .masks import Mask, prunable_weight_names
+
+
+def _check_density(density: float) -> float:
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be a fraction of weights kept in (0, 1]; got {density!r}")
+    return float(density)
+
+
+def _base_mask(model: nn.Module, mask: Mask | None) -> Mask:
+    if mask is None:
+        return Mask.ones(model)
+    mask.check_model(model)
+    return mask
+
+
+def _keep_count(density: float, base: Mask) -> int:
+    k = int(math.floor(density * base.num_total() + 0.5))
+    if k > base.num_kept():
+        raise ValueError(f"density {density} keeps {k} weights but the existing mask keeps only "
+                         f"{base.num_kept()} (density {base.density():.6f}); pruned weights stay pruned")
+    return max(k, 1)
+
+
+def _mask_from_scores(model: nn.Module, base: Mask, scores: dict[str, torch.Tensor], k: int) -> Mask:
+    names = base.weight_names
+    flat = torch.cat([scores[n].flatten() for n in names])
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[torch.topk(flat, k, sorted=False).indices] = True
+    out, offset = dict(base), 0
+    for n in names:
+        size = scores[n].numel()
+        out[n] = keep[offset:offset + size].view_as(scores[n]) & base[n].to(keep.device)
+        offset += size
+    return Mask({n: t.cpu() for n, t in out.items()})
+
+
+@torch.no_grad()
+def global_magnitude(model: nn.Module, density: float, mask: Mask | None = None) -> Mask:
+    """Keep the ``density`` fraction of prunable weights with the largest |w| (one global threshold).
+
+    With an existing ``mask``, its pruned weights count as zero and stay pruned, so iteration k of
+    the paper's iterative pruning (remove 20% of the remaining weights) is ``density=0.8**k`` and
+    lands on it to within one weight (§3.1).
+    """
+    density = _check_density(density)
+    base = _base_mask(model, mask)
+    params = dict(model.named_parameters())
+    scores = {n: params[n].detach().abs().float() * base[n].to(params[n].device) for n in base.weight_names}
+    return _mask_from_scores(model, base, scores, _keep_count(density, base))
+
+
+@torch.no_grad()
+def layerwise_magnitude(model: nn.Module, density: float, mask: Mask | None = None) -> Mask:
+    """Keep the ``density`` fraction of each layer's weights by magnitude (ablation; not the paper's rule)."""
+    density = _check_density(density)
+    base = _base_mask(model, mask)
+    params = dict(model.named_parameters())
+    out = dict(base)
+    for n in base.weight_names:
+        score = (params[n].detach().abs().float() * base[n].to(params[n].device)).flatten()
+        k = max(1, int(math.floor(density * score.numel() + 0.5)))
+        if k > int(base[n].sum()):
+            raise ValueError(f"density {density} keeps {k} weights of {n!r}, which has only {int(base[n].sum())} left")
+        keep = torch.zeros_like(score, dtype=torch.bool)
+        keep[torch.topk(score, k, sorted=False).indices] = True
+        out[n] = keep.view_as(params[n]).cpu() & base[n]
+    return Mask(out)
+
+
+@torch.no_grad()
+def random_pruning(model: nn.Module, density: float, mask: Mask | None = None, seed: int = 0) -> Mask:
+    """Keep a uniformly random ``density`` fraction of all prunable weights (global, ablation)."""
+    density = _check_density(density)
+    base = _base_mask(model, mask)
+    gen = torch.Generator().manual_seed(seed)
+    scores = {n: (torch.rand(base[n].shape, generator=gen) + 1.0) * base[n] for n in base.weight_names}
+    return _mask_from_scores(model, base, scores, _keep_count(density, base))
+
+
+# --------------------------------------------------------------------------------------------------
+# Structured: L1-norm filter pruning (Li et al. 2017) with the paper's configurations (§3.2)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Which first-convs of the residual blocks lose which fraction of their filters.
+
+    Conv layers are numbered as in the paper: ``conv_1`` is the stem and residual block j holds
+    ``conv_{2j}`` and ``conv_{2j+1}``; only the even (first) conv of a block is pruned. ``fractions``
+    gives p per stage; ``skip`` lists the sensitive layers Li et al. leave dense.
+    """
+
+    name: str
+    fractions: tuple[float, float, float]
+    skip: frozenset[int] = frozenset()
+    depth: int | None = None  # None: any ResNet depth
+    paper_density: float | None = None  # level-1 density in the authors' data
+
+    def fraction(self, conv_index: int, stage: int, level: int) -> float:
+        p = 0.0 if conv_index in self.skip else self.fractions[stage]
+        return 1.0 - (1.0 - p) ** level
+
+
+FILTER_CONFIGS: dict[str, FilterConfig] = {
+    "resnet56_a": FilterConfig("resnet56_a", (0.1, 0.1, 0.1), frozenset({16, 20, 38, 54}), 56, 0.9209),
+    "resnet56_b": FilterConfig("resnet56_b", (0.6, 0.3, 0.1), frozenset({16, 18, 20, 34, 38, 54}), 56, 0.8712),
+    "resnet110_a": FilterConfig("resnet110_a", (0.5, 0.0, 0.0), frozenset({36}), 110, 0.9773),
+    "resnet110_b": FilterConfig("resnet110_b", (0.5, 0.4, 0.3), frozenset({36, 38, 74}), 110, 0.6876),
+    # The A and B fractions without Li et al.'s ResNet-56 sensitivity list, for any depth
+    # (the laptop profile's 1-D ResNet).
+    "generic_a": FilterConfig("generic_a", (0.1, 0.1, 0.1)),
+    "generic_b": FilterConfig("generic_b", (0.6, 0.3, 0.1)),
+}
+LEVELS = (1, 2, 3, 4, 5)
+
+
+@torch.no_grad()
+def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> Mask:
+    """L1-norm filter pruning of the first conv of every residual block (paper §3.2).
+
+    Level i removes the fraction 1 − (1 − p)^i of a layer's filters (rounded to the nearest whole
+    filter), those with the smallest L1 norm. Each removed filter also loses its BatchNorm γ/β and
+    the matching input channel of the block's second conv, so the channel is really gone and the
+    density counts what the paper counts (removed filters plus next-layer channels, §3.2).
+    """
+    if isinstance(config, str):
+        if config not in FILTER_CONFIGS:
+            raise ValueError(f"unknown filter-pruning config {config!r}; valid configs: {', '.join(FILTER_CONFIGS)}")
+        config = FILTER_CONFIGS[config]
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+        raise ValueError(f"level must be a positive integer (the paper uses {LEVELS}); got {level!r}")
+    if not hasattr(model, "blocks"):
+        raise ValueError(f"L1 filter pruning needs a residual network; {type(model).__name__} has no blocks()")
+    if config.depth is not None and getattr(model, "depth", None) != config.depth:
+        raise ValueError(f"config {config.name!r} is defined for ResNet-{config.depth}; "
+                         f"this model is ResNet-{getattr(model, 'depth', '?')}")
+    names = {id(m): n for n, m in model.named_modules()}
+    entries = dict(Mask.ones(model))
+    blocks = model.blocks()
+    per_stage = len(blocks) // 3
+    for j, block in enumerate(blocks, start=1):
+        conv_index, stage = 2 * j, (j - 1) // per_stage
+        fraction = config.fraction(conv_index, stage, level)
+        n_filters = block.conv1.out_channels
+        n_remove = min(int(math.floor(fraction * n_filters + 0.5)), n_filters - 1)
+        if n_remove <= 0:
+            continue
+        conv1, bn1, conv2 = names[id(block.conv1)], names[id(block.bn1)], names[id(block.conv2)]
+        norms = block.conv1.weight.detach().abs().float().flatten(1).sum(1)
+        removed = torch.topk(norms.cpu(), n_remove, largest=False).indices
+        keep = torch.ones(n_filters, dtype=torch.bool)
+        keep[removed] = False
+        entries[f"{conv1}.weight"] = entries[f"{conv1}.weight"] & keep.view(-1, *[1] * (block.conv1.weight.dim() - 1))
+        entries[f"{conv2}.weight"] = entries[f"{conv2}.weight"] & keep.view(1, -1, *[1] * (block.conv2.weight.dim() - 2))
+        entries[f"{bn1}.weight"] = keep.clone()
+        entries[f"{bn1}.bias"] = keep.clone()
+    return Mask(entries)

@@ -1,0 +1,83 @@
+"""Atomic, pickle-free file writing and validated tensor-file reading.
+
+Every file rewindkit writes goes through a temporary file in the same folder followed by
+``os.replace``: a crash leaves either the old file or the complete new one, never a half-written
+file that looks complete. Tensor files are read with ``torch.load(weights_only=True)``, so run
+folders never unpickle arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CorruptFileError(RuntimeError):
+    """A run or data file exists but cannot be read; the message names the file."""
+
+
+def atomic_write_bytes(data: bytes, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(text: str, path) -> None:
+    atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_write_json(obj: Any, path) -> None:
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def atomic_torch_save(obj: Any, path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(buffer.getvalue(), path)
+
+
+def load_torch(path, *, what: str = "file") -> Any:
+    """``torch.load`` with ``weights_only=True``; a damaged file raises :class:`CorruptFileError`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CorruptFileError(f"cannot read {what} {path}: {type(exc).__name__}: {exc}. "
+                               f"Delete it to have it recomputed.") from exc
+
+
+def load_tensor_dict(path, *, what: str = "file") -> dict[str, torch.Tensor]:
+    obj = load_torch(path, what=what)
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        raise CorruptFileError(f"{what} {path} is not a {{name: tensor}} dictionary")
+    return obj
+
+
+def load_json(path, *, what: str = "file") -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CorruptFileError(f"cannot read {what} {path}: {exc}. Delete it to have it recomputed.") from exc

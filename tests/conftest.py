@@ -1,0 +1,20 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("REWINDKIT_PROGRESS", "0")
+os.environ.setdefault("MPLBACKEND", "Agg")  # unit tests only; notebooks are run without it
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path_factory, monkeypatch):
+    # Keep test caches away from the user's cache, but share one folder across a session.
+    monkeypatch.setenv("REWINDKIT_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+@pytest.fixture
+def tiny_model():
+    from rewindkit import models
+    torch.manual_seed(0)
+    return models.create("mnist1d_resnet", depth=8, width=4)

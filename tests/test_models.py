@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from rewindkit import models
+from rewindkit.masks import prunable_weight_names
+
+
+def prunable_count(model):
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in prunable_weight_names(model))
+
+
+@pytest.mark.parametrize("name,trainable,prunable", [
+    ("resnet20", 272_762, 271_152),
+    ("resnet56", 856_058, 851_760),
+    ("resnet110", 1_731_002, 1_722_672),
+])
+def test_paper_resnet_parameter_counts(name, trainable, prunable):
+    model = models.create(name)
+    assert models.count_parameters(model) == trainable
+    assert prunable_count(model) == prunable
+
+
+def test_open_lth_projection_variant_counts():
+    # open_lth pins ResNet-20 at 272,474 (projection only where the shape changes)
+    assert models.count_parameters(models.create("resnet20", projection="transitions")) == 272_474
+
+
+def test_every_stage_has_a_projection_shortcut():
+    model = models.create("resnet20")
+    firsts = [stage[0] for stage in model.stages]
+    assert all(isinstance(b.shortcut, torch.nn.Sequential) for b in firsts)
+    assert all(isinstance(b.shortcut, torch.nn.Identity) for stage in model.stages for b in list(stage)[1:])
+
+
+def test_prunable_set_is_every_conv_and_the_fc():
+    model = models.create("resnet20")
+    names = prunable_weight_names(model)
+    assert names[0] == "conv.weight" and names[-1] == "fc.weight"
+    assert sum(".shortcut.0.weight" in n for n in names) == 3
+    assert len(names) == 1 + 18 + 3 + 1
+
+
+def test_forward_shapes():
+    x2 = torch.randn(2, 3, 32, 32)
+    assert models.create("resnet20")(x2).shape == (2, 10)
+    assert models.create("vgg16")(x2).shape == (2, 10)
+    assert models.create("mnist1d_resnet")(torch.randn(2, 1, 40)).shape == (2, 10)
+
+
+def test_bn_momentum_matches_tf():
+    bn = models.create("resnet20").bn
+    assert bn.momentum == pytest.approx(0.003) and bn.eps == 1e-5
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ValueError, match=r"'resnet18'.*resnet20, resnet56, resnet110, vgg16, mnist1d_resnet"):
+        models.create("resnet18")
+
+
+def test_bad_depth_and_projection():
+    with pytest.raises(ValueError, match="6n\\+2"):
+        models.create("mnist1d_resnet", depth=9)
+    with pytest.raises(ValueError, match="'sometimes'.*every_stage"):
+        models.create("resnet20", projection="sometimes")

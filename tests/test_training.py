@@ -1,0 +1,209 @@
+import pytest
+import torch
+
+from rewindkit import data, models, pruning
+from rewindkit import techniques as T
+from rewindkit.masks import Mask, MaskEnforcer
+from rewindkit.schedules import StepSchedule
+from rewindkit.training import Recipe, make_optimizer, snapshot, train_steps
+
+RECIPE = Recipe(epochs=6, batch_size=32, lr=0.1, milestones=(3, 5), weight_decay=2e-4)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return data.make_synthetic(n_train=128, n_test=64, shape=(1, 16), num_classes=4, seed=1)
+
+
+def build():
+    return models.create("mnist1d_resnet", depth=8, width=4, num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def dense(ds):
+    sched = RECIPE.schedule(ds.n_train)
+    rewinds = T.rewind_steps_needed([2, 4, 6], sched)
+    return T.train_dense(build, ds, RECIPE, seed=7, rewind_steps=rewinds, progress=False)
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_paper_cifar_schedule():
+    s = Recipe().schedule(50_000)
+    assert s.steps_per_epoch == 390 and s.total_steps == 182 * 390
+    assert s.lr(0) == 0.1 and s.lr(91 * 390 - 1) == 0.1
+    assert s.lr(91 * 390) == pytest.approx(0.01) and s.lr(136 * 390 - 1) == pytest.approx(0.01)
+    assert s.lr(136 * 390) == pytest.approx(0.001) and s.final_lr == pytest.approx(0.001)
+
+
+def test_warmup_schedule_is_linear_from_zero():
+    s = StepSchedule(0.4, 90, 10, (30, 60, 80), warmup_epochs=5)
+    assert s.warmup_steps == 50
+    assert [s.lr(i) for i in (0, 25, 49, 50)] == pytest.approx([0.0, 0.2, 0.4 * 49 / 50, 0.4])
+    assert s.lr(300) == pytest.approx(0.04) and s.final_lr == pytest.approx(0.0004)
+
+
+def test_bad_schedule_arguments():
+    with pytest.raises(ValueError, match="milestones"):
+        StepSchedule(0.1, 10, 5, (12,))
+    with pytest.raises(ValueError, match="whole number of iterations"):
+        StepSchedule(0.1, 10, 3, (2.5,))
+
+
+def test_pruned_weights_exactly_zero_after_every_step(ds, dense):
+    """Momentum, weight decay and a momentum buffer carried over from dense training."""
+    model = build()
+    optimizer = make_optimizer(model, RECIPE)
+    T.load_state(model, optimizer, dense.final)
+    assert any(v["momentum_buffer"].abs().sum() > 0 for v in optimizer.state.values())
+    mask = pruning.global_magnitude(model, 0.1)
+    params = dict(model.named_parameters())
+    sched = RECIPE.schedule(ds.n_train)
+
+    def check(*_):
+        for n in mask:
+            assert torch.count_nonzero(params[n][~mask[n]]) == 0, n
+            buf = optimizer.state[params[n]]["momentum_buffer"]
+            assert torch.count_nonzero(buf[~mask[n]]) == 0, n
+
+    stream_steps = sched.steps_per_epoch
+    for step in range(0, 3 * stream_steps, stream_steps // 2 or 1):  # several short segments
+        train_steps(model, optimizer, ds, sched, step, step + max(stream_steps // 2, 1), seed=1,
+                    batch_size=RECIPE.batch_size, mask=mask, progress=False, on_epoch=check)
+        check()
+    # the surviving weights did move
+    assert not torch.equal(params["fc.weight"][mask["fc.weight"]],
+                           dense.final.model["fc.weight"][mask["fc.weight"]])
+
+
+def test_saved_state_has_exact_zeros(ds, dense, tmp_path):
+    mask = pruning.global_magnitude(dense.model, 0.2)
+    plan = T.plan_retraining("lr_rewinding", 2, dense.schedule)
+    model, _ = T.retrain(build, ds, RECIPE, plan, mask, final=dense.final, seed=7, progress=False)
+    state = model.state_dict()
+    for n in mask:
+        assert torch.count_nonzero(state[n][~mask[n]]) == 0
+
+
+@pytest.mark.parametrize("t", [2, 4, 6])
+def test_lr_traces_of_the_techniques(ds, t):
+    sched = RECIPE.schedule(ds.n_train)
+    spe, total = sched.steps_per_epoch, sched.total_steps
+    wr = T.plan_retraining("weight_rewinding", t, sched)
+    lrr = T.plan_retraining("lr_rewinding", t, sched)
+    ft = T.plan_retraining("fine_tuning", t, sched)
+    original = sched.trace(0, total)
+    assert wr.start_step == lrr.start_step == total - t * spe and wr.stop_step == lrr.stop_step == total
+    assert wr.lr_trace() == lrr.lr_trace() == original[total - t * spe:]
+    assert ft.start_step == total and ft.stop_step == total + t * spe
+    assert ft.lr_trace() == [sched.final_lr] * (t * spe)
+    low = T.plan_retraining("low_lr_weight_rewinding", t, sched)
+    assert low.rewind_step == total - t * spe and low.lr_trace() == [sched.final_lr] * (t * spe)
+    reinit = T.plan_retraining("reinitialization", t, sched)
+    assert (reinit.start_step, reinit.stop_step, reinit.start_from) == (0, total, "init")
+
+
+def test_lr_actually_used_by_the_optimizer(ds, dense):
+    """Record the LR the optimizer holds at every step of an LRR run."""
+    sched = dense.schedule
+    plan = T.plan_retraining("lr_rewinding", 4, sched)
+    model, optimizer = T.start_retraining(build, RECIPE, plan, final=dense.final, rewind=None, seed=7)
+    seen = []
+    original_step = optimizer.step
+
+    def spy(*a, **k):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return original_step(*a, **k)
+
+    optimizer.step = spy
+    train_steps(model, optimizer, ds, plan.lr_schedule, plan.start_step, plan.stop_step, seed=7,
+                batch_size=RECIPE.batch_size, mask=Mask.ones(model), progress=False)
+    assert seen == sched.trace(plan.start_step, plan.stop_step)
+
+
+def test_weight_rewinding_restores_weights_and_momentum(ds, dense):
+    sched = dense.schedule
+    plan = T.plan_retraining("weight_rewinding", 4, sched)
+    saved = dense.checkpoints[plan.rewind_step]
+    assert saved.step == sched.total_steps - 4 * sched.steps_per_epoch
+    model, optimizer = T.start_retraining(build, RECIPE, plan, final=dense.final,
+                                          rewind=saved, seed=7)
+    assert states_equal(model.state_dict(), saved.model)
+    got = snapshot(model, optimizer, saved.step).optimizer["state"]
+    want = saved.optimizer["state"]
+    assert got.keys() == want.keys() and len(want) > 0
+    assert all(torch.equal(got[k]["momentum_buffer"], want[k]["momentum_buffer"]) for k in want)
+    # LRR and FT keep the final weights and momentum instead
+    for tech in ("lr_rewinding", "fine_tuning"):
+        m, o = T.start_retraining(build, RECIPE, T.plan_retraining(tech, 4, sched), final=dense.final,
+                                  rewind=None, seed=7)
+        assert states_equal(m.state_dict(), dense.final.model)
+    with pytest.raises(ValueError, match="needs the checkpoint at iteration"):
+        T.start_retraining(build, RECIPE, plan, final=dense.final, rewind=dense.final, seed=7)
+
+
+def test_weight_rewinding_to_init_with_ones_mask_reproduces_dense_run(ds, dense):
+    sched = dense.schedule
+    plan = T.plan_retraining("weight_rewinding", sched.epochs, sched)
+    assert plan.rewind_step == 0
+    model, history = T.retrain(build, ds, RECIPE, plan, Mask.ones(dense.model), final=dense.final,
+                               rewind=dense.checkpoints[0], seed=7, progress=False)
+    assert states_equal(model.state_dict(), dense.final.model)
+    assert [h.test_acc for h in history] == [h.test_acc for h in dense.history]
+
+
+def test_resumed_run_equals_uninterrupted(ds):
+    sched = RECIPE.schedule(ds.n_train)
+    stop = sched.total_steps
+    mask = None
+
+    def run(segments):
+        model = build()
+        torch.manual_seed(0)
+        model = models.create("mnist1d_resnet", depth=8, width=4, num_classes=4)
+        optimizer = make_optimizer(model, RECIPE)
+        state = snapshot(model, optimizer, 0)
+        for a, b in segments:
+            model, optimizer = build(), None  # fresh objects, as after a crash
+            optimizer = make_optimizer(model, RECIPE)
+            T.load_state(model, optimizer, state)
+            train_steps(model, optimizer, ds, sched, a, b, seed=3, batch_size=RECIPE.batch_size,
+                        mask=mask, progress=False)
+            state = snapshot(model, optimizer, b)
+        return state
+
+    whole = run([(0, stop)])
+    pieces = run([(0, 5), (5, 11), (11, stop)])
+    assert states_equal(whole.model, pieces.model)
+    assert all(torch.equal(whole.optimizer["state"][k]["momentum_buffer"], pieces.optimizer["state"][k]["momentum_buffer"])
+               for k in whole.optimizer["state"])
+
+
+def test_training_is_deterministic_and_learns(ds):
+    a = T.train_dense(build, ds, RECIPE, seed=11, progress=False)
+    b = T.train_dense(build, ds, RECIPE, seed=11, progress=False)
+    c = T.train_dense(build, ds, RECIPE, seed=12, progress=False)
+    assert states_equal(a.final.model, b.final.model)
+    assert not states_equal(a.final.model, c.final.model)
+    assert a.history[-1].val_acc > 0.5  # 4 classes: chance is 0.25
+
+
+@pytest.mark.parametrize("t", [0, -1, 7, "3", None])
+def test_bad_retraining_time(ds, t):
+    sched = RECIPE.schedule(ds.n_train)
+    with pytest.raises(ValueError, match=r"\(0, T\] = \(0, 6\] epochs; got"):
+        T.plan_retraining("lr_rewinding", t, sched)
+
+
+def test_unknown_technique_names_the_choices(ds):
+    with pytest.raises(ValueError, match="'lottery'.*fine_tuning, weight_rewinding, lr_rewinding"):
+        T.plan_retraining("lottery", 2, RECIPE.schedule(ds.n_train))
+
+
+def test_mask_enforcer_rejects_foreign_mask(ds):
+    model = build()
+    other = models.create("resnet20")
+    with pytest.raises(ValueError, match="mask entry .* has shape|not a parameter"):
+        MaskEnforcer(model, Mask.ones(other))
