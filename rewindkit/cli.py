@@ -1,0 +1,108 @@
+"""The ``rewindkit`` command.
+
+``rewindkit grid PROFILE --kind one_shot|iterative|structured [--set key=value ...] [--out DIR]``
+    runs one of the paper's grids without Jupyter; writes ``DIR/results.csv``, ``DIR/base_results.csv``
+    and ``DIR/runs/<id>/`` (default DIR: ``runs/<PROFILE>``).
+``rewindkit notebooks [NAME ...] [--profile P] [-p name value ...]``
+    executes notebooks through papermill (all of them by default).
+``rewindkit profiles [NAME]``
+    lists the profiles, or shows one resolved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _grid(args) -> int:
+    from .experiments import run_grid
+    from .profiles import get_profile, parse_overrides
+
+    profile = get_profile(args.profile, **parse_overrides(args.set))
+    if args.workers is not None:
+        from dataclasses import replace
+        profile = replace(profile, workers=args.workers)
+    out = Path(args.out) if args.out else Path("runs") / profile.name
+    log = None if args.quiet else (lambda line: print(line, flush=True))
+    result = run_grid(profile, args.kind, out, progress=False if args.no_progress else None, log=log,
+                      log_epochs=not args.quiet and profile.workers == 1)
+    print(f"{len(result.run_ids)} runs of the {args.kind} grid ({profile.name}) are in {out / 'runs'}")
+    print(f"results table: {out / 'results.csv'}  dense runs: {out / 'base_results.csv'}")
+    if len(result.results):
+        from .reference import aggregate, best_achievable
+        best = best_achievable(aggregate(result.results, result.base))
+        table = best.pivot_table(index="density", columns="technique", values="delta_median").sort_index(ascending=False)
+        print("best achievable Δ test accuracy vs dense (points, median over seeds):")
+        print(table.round(2).to_string())
+    return 0
+
+
+def _notebooks(args) -> int:
+    from . import notebooks as nb
+
+    params = {name: value for name, value in (args.parameter or [])}
+    if args.profile:
+        params["profile"] = args.profile
+    paths = nb.resolve(args.names)
+    outputs = nb.execute(paths, params, executed_dir=args.executed_dir, timeout=args.timeout)
+    profile = params.get("profile", "laptop")
+    print(f"executed notebooks: {Path(outputs[0]).parent if outputs else '-'}")
+    print(f"figures: {nb.repo_root() / 'figures' / str(profile)} (and figures/paper for the reference notebook)")
+    return 0
+
+
+def _profiles(args) -> int:
+    from .profiles import PROFILES, get_profile
+
+    if args.name:
+        print(json.dumps(get_profile(args.name).to_dict(), indent=2, default=list))
+    else:
+        for name, p in PROFILES.items():
+            print(f"{name:12s} {p.network} on {p.dataset}, T={p.epochs}, {len(p.densities)} densities, "
+                  f"t grid {list(p.retrain_times)}, seeds {list(p.seeds)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .profiles import GRID_KINDS, PROFILES
+
+    parser = argparse.ArgumentParser(prog="rewindkit", description="Rewinding vs fine-tuning in pruning "
+                                     "(Renda, Frankle & Carbin, ICLR 2020): experiments and notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("grid", help="run one of the paper's grids")
+    g.add_argument("profile", help=f"one of {', '.join(PROFILES)}")
+    g.add_argument("--kind", required=True, choices=GRID_KINDS)
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile field (repeatable)")
+    g.add_argument("--out", help="results folder (default runs/PROFILE)")
+    g.add_argument("--workers", type=int, help="parallel worker processes (default: the profile's)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (also REWINDKIT_PROGRESS=0)")
+    g.add_argument("--quiet", action="store_true", help="no per-run/per-epoch lines")
+    g.set_defaults(func=_grid)
+    n = sub.add_parser("notebooks", help="execute notebooks with papermill")
+    n.add_argument("names", nargs="*", help="notebooks by number or name (default: all)")
+    n.add_argument("--profile", help=f"profile parameter ({', '.join(PROFILES)})")
+    n.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    n.add_argument("--executed-dir", help="where executed copies go (default executed/)")
+    n.add_argument("--timeout", type=int, default=1800, help="per-cell execution timeout in seconds")
+    n.set_defaults(func=_notebooks)
+    p = sub.add_parser("profiles", help="list profiles or show one")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=_profiles)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rewindkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

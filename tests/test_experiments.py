@@ -1,0 +1,253 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from rewindkit import cli
+from rewindkit import experiments as E
+from rewindkit import profiles as P
+from rewindkit.masks import Mask
+from rewindkit.storage import CorruptFileError
+
+SMOKE = P.get_profile("smoke")
+
+
+@pytest.fixture(scope="module")
+def grids(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    return out, {kind: E.run_grid(SMOKE, kind, out, progress=False) for kind in P.GRID_KINDS}
+
+
+def test_one_shot_grid_shape_and_columns(grids):
+    out, g = grids
+    r = g["one_shot"].results
+    assert list(r.columns[:10]) == E.RESULT_COLUMNS
+    # 2 densities x (4 techniques x 2 t + reinitialization once) x 1 seed
+    assert len(r) == 2 * (4 * 2 + 1)
+    assert set(r.technique) == set(SMOKE.techniques)
+    assert (r.schedule == "one_shot").all() and (r.pruning == "unstructured").all()
+    assert len(g["one_shot"].base) == 1
+    for d in SMOKE.densities:
+        got = r[(r.density - d).abs() < 0.01].density
+        assert ((got - d).abs() < 1e-3).all()
+
+
+def test_all_techniques_share_one_dense_run(grids):
+    out, g = grids
+    dense_ids = set(g["one_shot"].base.run_id)
+    configs = [json.loads((out / "runs" / i / "config.json").read_text()) for i in g["one_shot"].results.run_id]
+    assert {c["dense"] for c in configs} == dense_ids and {c["parent"] for c in configs} == dense_ids
+
+
+def test_run_folder_contents(grids):
+    out, g = grids
+    row = g["one_shot"].results.iloc[0]
+    folder = out / "runs" / row.run_id
+    for name in ("config.json", "metrics.csv", "mask.pt", "final.pt", "final_optimizer.pt", "result.json"):
+        assert (folder / name).exists(), name
+    assert not (folder / "checkpoint.pt").exists()
+    metrics = pd.read_csv(folder / "metrics.csv")
+    assert list(metrics.columns) == ["epoch", "step", "lr", "train_loss", "val_acc", "test_acc"]
+    assert len(metrics) == row.retrain_time
+    mask = Mask.load(folder / "mask.pt")
+    final = torch.load(folder / "final.pt", weights_only=True)
+    assert all(torch.count_nonzero(final[n][~mask[n]]) == 0 for n in mask)
+    prov = json.loads((folder / "result.json").read_text())["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["device"] == "cpu" and "git_commit" in prov
+
+
+def test_iterative_chain(grids):
+    out, g = grids
+    r = g["iterative"].results
+    assert sorted(r.level.unique()) == [1, 2]
+    assert len(r) == 3 * 2  # FT, WR, LRR x 2 levels
+    for tech, sub in r.groupby("technique"):
+        sub = sub.sort_values("level")
+        assert sub.density.tolist() == pytest.approx([0.8, 0.64], abs=1e-3)
+        assert (sub.retrain_time == SMOKE.iterative_retrain_times[tech]).all()
+        m1, m2 = (Mask.load(out / "runs" / i / "mask.pt") for i in sub.run_id)
+        assert m2.is_subset_of(m1)
+        c2 = json.loads((out / "runs" / sub.run_id.iloc[1] / "config.json").read_text())
+        assert c2["parent"] == sub.run_id.iloc[0]  # level 2 starts from level 1
+
+
+def test_structured_grid(grids):
+    out, g = grids
+    r = g["structured"].results
+    assert set(r.pruning) == {"structured_a", "structured_b"}
+    dens = r.groupby(["pruning", "level"]).density.first()
+    assert dens["structured_a", 1] > dens["structured_a", 3] and dens["structured_b", 1] > dens["structured_b", 3]
+
+
+def test_flops_count_unpruned_weights(grids):
+    out, g = grids
+    r = g["one_shot"].results
+    dense_flops = g["one_shot"].base.flops.iloc[0]
+    assert (r.flops < dense_flops).all()
+    sparse = r[r.density < 0.2].flops
+    assert (sparse < 0.35 * dense_flops).all()
+
+
+def test_finished_runs_are_never_recomputed(grids, monkeypatch):
+    out, g = grids
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+    monkeypatch.setattr(E, "train_steps", boom)
+    again = E.run_grid(SMOKE, "one_shot", out, progress=False)
+    pd.testing.assert_frame_equal(again.results, g["one_shot"].results)
+
+
+def test_results_csv_holds_every_finished_run(grids):
+    out, g = grids
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == sum(len(x.results) for x in g.values())
+    assert len(pd.read_csv(out / "base_results.csv")) == 1
+
+
+CRASH_PROFILE = dict(epochs=4, milestones=(2, 3), batch_size=16, n_train=128, n_eval=40, densities=(0.3,),
+                     retrain_times=(2, 4), techniques=("fine_tuning", "weight_rewinding", "lr_rewinding"), seeds=(1,))
+
+
+def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
+    profile = P.get_profile("smoke", **CRASH_PROFILE)
+    clean = E.run_grid(profile, "one_shot", tmp_path / "clean", progress=False)
+    crashed = tmp_path / "crashed"
+    code = ("from rewindkit import experiments as E, profiles as P\n"
+            f"E.run_grid(P.get_profile('smoke', **{CRASH_PROFILE!r}), 'one_shot', {str(crashed)!r}, progress=False)\n")
+    kills = 0
+    for delay in (0.0, 0.05, 0.1, 0.15):  # several kills at different moments
+        proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "REWINDKIT_PROGRESS": "0"})
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if list(crashed.glob("runs/*/checkpoint.pt")):
+                time.sleep(delay)
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1
+    resumed = E.run_grid(profile, "one_shot", crashed, progress=False)
+    pd.testing.assert_frame_equal(resumed.results, clean.results)
+    pd.testing.assert_frame_equal(resumed.base, clean.base)
+    assert (crashed / "results.csv").read_text() == (tmp_path / "clean" / "results.csv").read_text()
+
+
+def test_resume_mid_run_from_checkpoint(tmp_path):
+    """Interrupt the dense run after its second epoch and resume: same final weights."""
+    profile = P.get_profile("smoke", **CRASH_PROFILE)
+    dense = E.dense_specs(profile)[0]
+    E.execute(dense, tmp_path / "a")
+
+    class Stop(Exception):
+        pass
+
+    real = E.atomic_torch_save
+    def stop_after_checkpoint(obj, path):
+        real(obj, path)
+        if Path(path).name == "checkpoint.pt" and obj["step"] >= 16:
+            raise Stop
+    E.atomic_torch_save = stop_after_checkpoint
+    try:
+        with pytest.raises(Stop):
+            E.execute(dense, tmp_path / "b")
+    finally:
+        E.atomic_torch_save = real
+    assert not (tmp_path / "b" / "runs" / dense.id / "result.json").exists()
+    E.execute(dense, tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "runs" / dense.id / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "runs" / dense.id / "final.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_rewind_checkpoint_is_regenerated_exactly(tmp_path):
+    profile = P.get_profile("smoke", **CRASH_PROFILE)
+    dense = E.dense_specs(profile)[0]
+    E.execute(dense, tmp_path, profile.hardware, rewind_steps={16})
+    saved = torch.load(tmp_path / "runs" / dense.id / "rewind" / "step_16.pt", weights_only=True)
+    (tmp_path / "runs" / dense.id / "rewind" / "step_16.pt").unlink()
+    store = E.RunStore(tmp_path)
+    again = E.rewind_checkpoint(store, dense.id, 16, profile.hardware)
+    assert again.step == 16 and all(torch.equal(saved["model"][k], again.model[k]) for k in saved["model"])
+
+
+def test_run_ids_are_stable_and_sensitive():
+    a = E.dense_specs(SMOKE)[0]
+    assert a.id == E.dense_specs(P.get_profile("smoke"))[0].id
+    assert a.id != E.dense_specs(P.get_profile("smoke", lr=0.05))[0].id
+    assert a.id == E.dense_specs(P.get_profile("smoke", workers=2, device="cpu"))[0].id  # hardware excluded
+
+
+def test_incompatible_results_folder(tmp_path):
+    (tmp_path / "rewindkit.json").write_text(json.dumps({"format": 0, "version": "0.0.1"}))
+    with pytest.raises(ValueError, match="run format 0.*reads run format 1"):
+        E.run_grid(SMOKE, "one_shot", tmp_path, progress=False)
+
+
+def test_corrupt_run_file_gets_a_clear_error(tmp_path):
+    profile = P.get_profile("smoke", **CRASH_PROFILE)
+    E.run_grid(profile, "one_shot", tmp_path, progress=False)
+    dense = E.dense_specs(profile)[0]
+    (tmp_path / "runs" / dense.id / "final.pt").write_bytes(b"not a tensor file")
+    victim = next(p for p in (tmp_path / "runs").iterdir() if p.name != dense.id)
+    (victim / "result.json").unlink()
+    with pytest.raises(CorruptFileError, match="final weights of run .*final.pt"):
+        E.run_grid(profile, "one_shot", tmp_path, progress=False)
+    (victim / "result.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="result.json"):
+        E.run_grid(profile, "one_shot", tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"network": "resnet9"}, "unknown network 'resnet9'; valid networks: resnet20"),
+    ({"techniques": ("fine_tuning", "magic")}, "unknown technique 'magic'; valid techniques"),
+    ({"densities": (0.5, 1.5)}, r"density must be .*\(0, 1\]; got 1.5"),
+    ({"retrain_times": (2, 9)}, r"\(0, T\] = \(0, 4\] epochs; got 9"),
+    ({"structured_configs": ("resnet56_z",)}, "unknown filter-pruning config 'resnet56_z'"),
+    ({"colour": "red"}, "unknown profile field 'colour'; valid fields: network"),
+])
+def test_bad_profile_input(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        P.get_profile("smoke", **overrides)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_profile_and_kind(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile 'tiny'; valid profiles: smoke, laptop, paper, cifar_short"):
+        P.get_profile("tiny")
+    with pytest.raises(ValueError, match="unknown grid kind 'random'; valid kinds: one_shot, iterative, structured"):
+        E.run_grid(SMOKE, "random", tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_grid_and_errors(tmp_path, capsys):
+    rc = cli.main(["grid", "smoke", "--kind", "iterative", "--out", str(tmp_path), "--set", "seeds=(1,)",
+                   "--no-progress", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "results.csv" in out and (tmp_path / "results.csv").exists()
+    assert cli.main(["grid", "nope", "--kind", "one_shot"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
+    assert cli.main(["grid", "smoke", "--kind", "one_shot", "--set", "densities=(2.0,)"]) == 2
+    assert "got 2.0" in capsys.readouterr().err
+
+
+def test_parallel_workers_give_the_same_table(tmp_path):
+    """Workers use one thread each; results are bit-identical for the same device and thread count."""
+    profile = P.get_profile("smoke", **CRASH_PROFILE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = E.run_grid(profile, "iterative", tmp_path / "serial", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, workers=2)
+    pd.testing.assert_frame_equal(serial.results, parallel.results)
