@@ -24,7 +24,7 @@ reproduce: $(STAMP)
 	$(BIN)/rewindkit notebooks --profile $(PROFILE) --executed-dir executed/$(PROFILE)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -q
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests

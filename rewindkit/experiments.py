@@ -484,6 +484,29 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
     return results
 
 
+def metrics(out, run_id: str) -> pd.DataFrame:
+    """The per-epoch metrics of a run (``metrics.csv``)."""
+    path = Path(out) / "runs" / run_id / "metrics.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics for run {run_id} in {out}")
+    return pd.read_csv(path)
+
+
+def dense_run(profile: Profile, seed: int, out) -> tuple[RunSpec, dict]:
+    """Train (or load) the dense run of ``profile`` for ``seed``; return its spec and result."""
+    spec = RunSpec(setup_from_profile(profile), seed)
+    result = run_specs([spec], out, profile.hardware, progress=False)[spec.id]
+    return spec, result
+
+
+def load_model(profile: Profile, out, run_id: str, device="cpu") -> torch.nn.Module:
+    """Rebuild a finished run's network with its final weights (a plain state_dict, no pickles)."""
+    setup = setup_from_profile(profile)
+    model = model_builder(setup, load_dataset(setup, device))()
+    model.load_state_dict(load_tensor_dict(Path(out) / "runs" / run_id / "final.pt", what="final weights"))
+    return model.to(device)
+
+
 @dataclass
 class GridResult:
     """What a grid produced: its pruned runs and dense runs as tidy tables, and where they live."""

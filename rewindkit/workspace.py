@@ -1,0 +1,65 @@
+"""Where notebooks put their runs and figures, and small display helpers.
+
+Everything goes under one root: ``$REWINDKIT_OUT`` if set (the test suite points it at a temporary
+folder), else the repository checkout, else the current folder (Colab). Runs are cached in
+``<root>/runs/<profile>/``; figures go to ``<root>/figures/<profile>/`` (``figures/paper/`` for the
+reference figures).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .notebooks import current_profile
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def out_root() -> Path:
+    if os.environ.get("REWINDKIT_OUT"):
+        return Path(os.environ["REWINDKIT_OUT"]).resolve()
+    from .notebooks import repo_root
+    try:
+        return repo_root()
+    except FileNotFoundError:
+        return Path.cwd()
+
+
+def runs_dir(profile: str) -> Path:
+    return out_root() / "runs" / profile
+
+
+def figures_dir(profile: str) -> Path:
+    path = out_root() / "figures" / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def show(markdown: str) -> None:
+    """Display computed prose as Markdown in Jupyter (plain text elsewhere)."""
+    try:
+        from IPython.display import Markdown, display
+        display(Markdown(markdown))
+    except ImportError:
+        print(markdown)
+
+
+def save_table(table: pd.DataFrame, name: str, profile: str) -> Path:
+    from .storage import atomic_write_text
+    path = figures_dir(profile) / f"{name}.csv"
+    atomic_write_text(table.to_csv(index=False, float_format="%.6g"), path)
+    return path
+
+
+def setup(profile: str):
+    """Resolve the profile for a notebook (``$REWINDKIT_PROFILE`` wins) and return
+    ``(profile name, Profile, runs folder, figures folder)``."""
+    from .profiles import get_profile
+    name = current_profile(profile)
+    return name, get_profile(name), runs_dir(name), figures_dir(name)
