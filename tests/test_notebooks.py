@@ -1,0 +1,77 @@
+"""Every notebook through papermill in the smoke profile, checking the tables it writes."""
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rewindkit import cli
+from rewindkit import notebooks as nb
+from rewindkit.experiments import RESULT_COLUMNS
+
+NOTEBOOKS = [p.stem for p in nb.list_notebooks()]
+GRID_NOTEBOOKS = {"01_quickstart": "one_shot", "03_accuracy_vs_retraining_time": "one_shot",
+                  "04_accuracy_vs_compression": "one_shot", "05_structured_pruning": "structured",
+                  "06_pruning_algorithm": "iterative", "07_ablations": "one_shot", "08_flops": "iterative"}
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("nbout")
+
+
+def test_notebook_conventions():
+    assert len(NOTEBOOKS) == 9
+    for path in nb.list_notebooks():
+        book = json.loads(path.read_text())
+        assert book["metadata"]["kernelspec"]["name"] == "python3"
+        cells = book["cells"]
+        tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert "profile" in nb.notebook_parameters(path)
+        assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{path.name} has outputs"
+        widgets = [c for c in cells if "ipywidgets" in "".join(c["source"])]
+        assert widgets, f"{path.name} has no interactive explorer"
+        for c in widgets:
+            assert {"skip-execution", "nbval-skip"} <= set(c["metadata"].get("tags", [])), path.name
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_smoke_profile(name, out, monkeypatch):
+    monkeypatch.setenv("REWINDKIT_OUT", str(out))
+    monkeypatch.delenv("REWINDKIT_PROFILE", raising=False)  # the parameter itself must select smoke
+    profile = "paper" if name == "09_paper_figures" else "smoke"
+    executed = nb.execute(nb.resolve([name]), {"profile": profile}, executed_dir=out / "executed",
+                          timeout=600, log=lambda *_: None)
+    assert executed[0].exists()
+    figures = out / "figures" / profile
+    if name in GRID_NOTEBOOKS:
+        table = pd.read_csv(figures / f"{name[:2]}_results.csv")
+        assert list(table.columns[:10]) == RESULT_COLUMNS
+        assert table.network.eq("mnist1d_resnet").all() and table.test_acc.between(0, 1).all()
+        expected = {"one_shot": {"unstructured"}, "iterative": {"unstructured"},
+                    "structured": {"structured_a", "structured_b"}}[GRID_NOTEBOOKS[name]]
+        assert set(table.pruning) == expected
+        pngs = list(figures.glob(f"{name[:2]}_*.png"))
+        assert pngs and all((p.with_suffix(".csv")).exists() for p in pngs)
+    elif name == "02_three_techniques":
+        table = pd.read_csv(figures / "02_results.csv")
+        assert set(table.columns) == {"layer", "density", "mask"} and table.density.between(0, 1).all()
+        lr = pd.read_csv(figures / "02_lr_schedules.csv")
+        assert set(lr.technique) == {"fine_tuning", "weight_rewinding", "lr_rewinding", "low_lr_weight_rewinding"}
+    else:
+        assert len(list(figures.glob("*.png"))) >= 30
+        wins = pd.read_csv(figures / "win_rates.csv")
+        row = wins[(wins.network == "resnet56") & (wins.schedule == "one_shot") & (wins.pruning == "unstructured")]
+        assert round(float(row["LRR ≥ FT"].iloc[0]), 2) == 0.86
+
+
+def test_unknown_notebook_and_parameter_are_rejected(capsys):
+    with pytest.raises(ValueError, match="unknown notebook 'nope'; valid notebooks: 01_quickstart"):
+        nb.resolve(["nope"])
+    with pytest.raises(ValueError, match="has no parameter 'densty'; its parameters: profile, density, seed"):
+        nb.check_parameters(nb.resolve(["01"])[0], {"densty": "0.1"})
+    assert nb.check_parameters(nb.resolve(["01"])[0], {"density": "0.1", "seed": "2"}) == {"density": 0.1, "seed": 2}
+    assert cli.main(["notebooks", "01", "--profile", "huge"]) == 2
+    assert "unknown profile 'huge'" in capsys.readouterr().err
