@@ -161,10 +161,25 @@ def _compression_axes(ax, network):
     ax.set_ylabel(_ylabel(network))
     ax.axhline(0, color="0.3", linewidth=0.7)
     lo, hi = ax.get_xlim()
-    ticks = [t for t in (1.05, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100, 200) if lo <= t <= hi]
+    fine = hi / lo < 2.5  # structured pruning spans 1.02-1.7x; unstructured spans 1.25-260x
+    candidates = (1.05, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2) if fine else (1.25, 2, 3, 5, 10, 20, 50, 100, 200)
+    ticks = [t for t in candidates if lo <= t <= hi]
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _compression_curves(ax, sources, techniques, max_compression, name=lambda tech, rows: LABELS[tech]):
+    """Draw one median/min-max curve per technique and source against compression ratio."""
+    overlaid = len(sources) > 1
+    for frame, dashed, src in sources:
+        if max_compression:
+            frame = frame[frame["compression"] <= max_compression * 1.001]
+        for tech in techniques:
+            rows = frame[frame["technique"] == tech].sort_values("compression")
+            if len(rows):
+                _errorbar(ax, rows["compression"], rows, tech, dashed,
+                          name(tech, rows) + (f" ({src})" if overlaid else ""))
 
 
 def accuracy_vs_compression(agg: pd.DataFrame, *, network: str, pruning: str = "unstructured",
@@ -184,14 +199,7 @@ def accuracy_vs_compression(agg: pd.DataFrame, *, network: str, pruning: str = "
         fig = None
         if ax is None:
             fig, ax = plt.subplots(figsize=(4.2, 3.0))
-        for frame, dashed, src in sources:
-            if max_compression:
-                frame = frame[frame["compression"] <= max_compression * 1.001]
-            for tech in techniques:
-                rows = frame[frame["technique"] == tech].sort_values("compression")
-                if len(rows):
-                    _errorbar(ax, rows["compression"], rows, tech, dashed,
-                              LABELS[tech] + (f" ({src})" if overlay is not None else ""))
+        _compression_curves(ax, sources, techniques, max_compression)
         _compression_axes(ax, network)
         ax.set_title(title or f"{_title(network)} — {pruning.replace('_', ' ')} {schedule.replace('_', '-')}, "
                      "best t on validation")
@@ -223,16 +231,10 @@ def iterative(agg: pd.DataFrame, *, network: str, techniques=CORE, T: float | No
         sources.append((o, True, overlay_label))
     with paper_style():
         fig, ax = plt.subplots(figsize=(4.6, 3.2))
-        for frame, dashed, src in sources:
-            if max_compression:
-                frame = frame[frame["compression"] <= max_compression * 1.001]
-            for tech in techniques:
-                rows = frame[frame["technique"] == tech].sort_values("compression")
-                if len(rows):
-                    t = rows["retrain_time"].iloc[0]
-                    name = "LR rewinding, t=T: the paper's algorithm" if tech == "lr_rewinding" else LABELS[tech]
-                    _errorbar(ax, rows["compression"], rows, tech, dashed,
-                              f"{name} (t={t:g})" + (f" [{src}]" if overlay is not None else ""))
+        def name(tech, rows):
+            base = "LR rewinding, t=T: the paper's algorithm" if tech == "lr_rewinding" else LABELS[tech]
+            return f"{base} (t={rows['retrain_time'].iloc[0]:g})"
+        _compression_curves(ax, sources, techniques, max_compression, name)
         sota = R.STATE_OF_THE_ART.get(network) if state_of_the_art else None
         if sota:
             dens, deltas = zip(*sota["points"])

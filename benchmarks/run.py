@@ -1,0 +1,245 @@
+"""rewindkit benchmarks: ratios measured side by side in one process, so they hold on a noisy machine.
+
+    python benchmarks/run.py                 # CPU suite, a few minutes on 2 cores
+    python benchmarks/run.py --device cuda   # the same on a GPU, plus the compiled fast path
+    python benchmarks/run.py --grid          # also time the laptop one-shot grid end to end
+
+Prints a table and writes it as CSV (``--csv``, default benchmarks/results-<device>.csv).
+
+Measured:
+* masked vs dense training step (ResNet-20, ResNet-56 at CIFAR shapes, batch 128; the MNIST-1D
+  model): rewindkit's masking (gradients and weights multiplied by the mask with one fused
+  ``_foreach_mul_`` each), ``torch.nn.utils.prune`` forward hooks, and open_lth's way (re-zeroing
+  the weights in place before every forward). Target: rewindkit ≤ 1.03× dense.
+* data: rewindkit's batched on-device crop+flip vs a per-sample pipeline feeding a DataLoader (how
+  open_lth and most peers load CIFAR), images per second.
+* optionally the wall time of the laptop one-shot grid with 1 and 2 worker processes.
+
+Each configuration is timed in interleaved rounds; the reported time is the median over rounds of
+the per-round mean, and ratios are taken within the same rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torch.nn.utils.prune as tprune
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rewindkit import models, pruning  # noqa: E402
+from rewindkit.data import augment_crop_flip  # noqa: E402
+from rewindkit.masks import MaskEnforcer  # noqa: E402
+from rewindkit.training import Hardware, Recipe, make_optimizer, prepare_model  # noqa: E402
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class StepRunner:
+    """One training step of a given masking style on a fixed batch."""
+
+    def __init__(self, name, style, density, device, bf16, channels_last):
+        self.style = style
+        hw = Hardware(device=device, bf16=bf16, channels_last=channels_last)
+        self.hw = hw
+        torch.manual_seed(0)
+        if name == "mnist1d_resnet":
+            model = models.create(name, depth=8, width=16)
+            shape = (128, 1, 40)
+        else:
+            model = models.create(name)
+            shape = (128, 3, 32, 32)
+        self.model = prepare_model(model, hw)
+        self.x = torch.randn(shape, device=device)
+        if channels_last and self.x.dim() == 4:
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, 10, (128,), device=device)
+        self.opt = make_optimizer(self.model, Recipe(), hw)
+        mask = pruning.random_pruning(self.model, density, seed=0)
+        self.enforcer = None
+        self.pairs = []
+        if style == "rewindkit":
+            self.enforcer = MaskEnforcer(self.model, mask)
+        elif style == "torch_prune":
+            modules = dict(self.model.named_modules())
+            targets = [(modules[n.rsplit(".", 1)[0]], "weight") for n in mask]
+            for (module, _), n in zip(targets, mask):
+                tprune.custom_from_mask(module, "weight", mask[n].to(device))
+            self.opt = make_optimizer(self.model, Recipe(), hw)  # parameters are now weight_orig
+        elif style == "open_lth":
+            params = dict(self.model.named_parameters())
+            self.pairs = [(params[n], mask[n].to(device=device, dtype=params[n].dtype)) for n in mask]
+
+    def step(self):
+        if self.pairs:  # open_lth: re-zero in place before every forward
+            with torch.no_grad():
+                for p, m in self.pairs:
+                    p.mul_(m)
+        ctx = torch.autocast(str(self.hw.device).split(":")[0], dtype=torch.bfloat16) if self.hw.bf16 else _null()
+        with ctx:
+            loss = F.cross_entropy(self.model(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.enforcer is not None:
+            self.enforcer.apply_to_grads()
+        self.opt.step()
+        if self.enforcer is not None:
+            self.enforcer.apply_to_weights()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def time_interleaved(runners: dict, steps: int, rounds: int, device) -> dict:
+    for r in runners.values():  # warm-up
+        for _ in range(3):
+            r.step()
+    sync(device)
+    per_round = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, r in runners.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                r.step()
+            sync(device)
+            per_round[k].append((time.perf_counter() - start) / steps)
+    return per_round
+
+
+def bench_masking(device, bf16, channels_last, networks, rows, density=0.1):
+    for net in networks:
+        steps, rounds = {"resnet56": (3, 5), "resnet20": (5, 5), "mnist1d_resnet": (20, 7)}.get(net, (5, 5))
+        if str(device).startswith("cuda"):
+            steps, rounds = 50, 7
+        runners = {s: StepRunner(net, s, density, device, bf16, channels_last)
+                   for s in ("dense", "rewindkit", "torch_prune", "open_lth")}
+        times = time_interleaved(runners, steps, rounds, device)
+        dense = statistics.median(times["dense"])
+        for style, ts in times.items():
+            ratio = statistics.median([t / d for t, d in zip(ts, times["dense"])])
+            target = "≤ 1.03" if style == "rewindkit" else ""
+            rows.append({"benchmark": f"train step {net} b128", "variant": style, "value": statistics.median(ts) * 1e3,
+                         "unit": "ms/step", "ratio_vs_dense": round(ratio, 3), "target": target})
+            print(f"{net:15s} {style:12s} {statistics.median(ts) * 1e3:8.2f} ms/step  ×{ratio:.3f} vs dense", flush=True)
+        del runners
+        _ = dense
+
+
+def bench_augmentation(device, rows, n=8192, batch=128):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    on_device = images.to(device)
+
+    def batched():
+        gen = torch.Generator(device=device).manual_seed(1)
+        for i in range(0, n - batch + 1, batch):
+            x = augment_crop_flip(on_device[i:i + batch], gen).float()
+        sync(device)
+        return x
+
+    class PerSample(torch.utils.data.Dataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            img = F.pad(images[i], (4, 4, 4, 4))
+            dy, dx = torch.randint(0, 9, (2,)).tolist()
+            img = img[:, dy:dy + 32, dx:dx + 32]
+            if torch.rand(()) < 0.5:
+                img = img.flip(2)
+            return img.float(), 0
+
+    def loader():
+        for x, _ in torch.utils.data.DataLoader(PerSample(), batch_size=batch, shuffle=True, num_workers=0,
+                                                drop_last=True):
+            x = x.to(device)
+        sync(device)
+        return x
+
+    results = {}
+    for _ in range(3):
+        for name, fn in (("rewindkit batched on-device", batched), ("per-sample DataLoader", loader)):
+            start = time.perf_counter()
+            fn()
+            results.setdefault(name, []).append(n / (time.perf_counter() - start))
+    base = statistics.median(results["per-sample DataLoader"])
+    for name, ips in results.items():
+        rows.append({"benchmark": "CIFAR crop+flip augmentation", "variant": name, "value": statistics.median(ips),
+                     "unit": "images/s", "ratio_vs_dense": round(statistics.median(ips) / base, 2), "target": ""})
+        print(f"augmentation {name:30s} {statistics.median(ips):12.0f} images/s", flush=True)
+
+
+def bench_grid(rows):
+    import tempfile
+    from dataclasses import replace
+
+    from rewindkit.experiments import run_grid
+    from rewindkit.profiles import get_profile
+
+    small = get_profile("laptop", seeds=(1, 2), densities=(0.068719,), retrain_times=(3, 12),
+                        techniques=("fine_tuning", "weight_rewinding", "lr_rewinding"))
+    times = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            run_grid(replace(small, workers=workers), "one_shot", out, progress=False)
+            times[workers] = time.perf_counter() - start
+        print(f"laptop mini one-shot grid, {workers} worker(s): {times[workers]:.1f} s", flush=True)
+    for workers, t in times.items():
+        rows.append({"benchmark": "laptop one-shot mini-grid (2 seeds, 1 density, 2 t, 3 techniques)",
+                     "variant": f"{workers} worker process(es)", "value": t, "unit": "s",
+                     "ratio_vs_dense": round(times[1] / t, 2), "target": ""})
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        run_grid(get_profile("laptop"), "one_shot", out, progress=False)
+        full = time.perf_counter() - start
+    print(f"laptop one-shot grid (full): {full:.0f} s", flush=True)
+    rows.append({"benchmark": "laptop one-shot grid (full, 204 runs)", "variant": "2 workers", "value": full,
+                 "unit": "s", "ratio_vs_dense": "", "target": ""})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--channels-last", action="store_true", default=None)
+    parser.add_argument("--networks", nargs="*", default=["mnist1d_resnet", "resnet20", "resnet56"])
+    parser.add_argument("--grid", action="store_true", help="also time the laptop one-shot grid")
+    parser.add_argument("--csv", help="where to write the table")
+    args = parser.parse_args(argv)
+    channels_last = True if args.channels_last is None else args.channels_last
+    print(f"rewindkit benchmarks — {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, device {args.device}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"channels_last={channels_last}, bf16={args.bf16}", flush=True)
+    rows = []
+    bench_masking(args.device, args.bf16, channels_last, args.networks, rows)
+    bench_augmentation(args.device, rows)
+    if args.grid:
+        bench_grid(rows)
+    out = Path(args.csv or Path(__file__).parent / f"results-{args.device.split(':')[0]}.csv")
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
