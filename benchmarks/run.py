@@ -13,6 +13,8 @@ Measured:
   the weights in place before every forward). Target: rewindkit ≤ 1.03× dense.
 * data: rewindkit's batched on-device crop+flip vs a per-sample pipeline feeding a DataLoader (how
   open_lth and most peers load CIFAR), images per second.
+* many runs at once: 8 independent runs (own masks, seeds, LRs) one by one vs as one vmapped batch
+  (``rewindkit.batched``), in run-iterations per second.
 * optionally the wall time of the laptop one-shot grid with 1 and 2 worker processes.
 
 Each configuration is timed in interleaved rounds; the reported time is the median over rounds of
@@ -186,6 +188,63 @@ def bench_augmentation(device, rows, n=8192, batch=128):
         print(f"augmentation {name:30s} {statistics.median(ips):12.0f} images/s", flush=True)
 
 
+def bench_batched(device, rows, networks, n_runs=8):
+    """N independent runs (own masks, seeds, LRs) trained one by one vs as one vmapped batch."""
+    from rewindkit import data as D
+    from rewindkit.batched import RunSlot, train_batched
+    from rewindkit.schedules import ConstantSchedule
+    from rewindkit.training import snapshot
+    from rewindkit.techniques import load_state
+    from rewindkit.training import train_steps
+
+    for net in networks:
+        if net == "mnist1d_resnet":
+            ds = D.load("mnist1d").to(device)
+            build = lambda: models.create(net, depth=8, width=16)  # noqa: E731
+            steps = 31
+        else:
+            ds = D.make_synthetic(n_train=1024, n_test=16, shape=(3, 32, 32)).to(device)
+            build = lambda: models.create(net)  # noqa: E731
+            steps = 3 if device == "cpu" else 50
+        recipe = Recipe()
+        slots = []
+        for i in range(n_runs):
+            torch.manual_seed(i)
+            model = build()
+            opt = make_optimizer(model, recipe)
+            slots.append(RunSlot(snapshot(model, opt, 0), steps, seed=i, lr_schedule=ConstantSchedule(0.01 * (i + 1)),
+                                 mask=pruning.random_pruning(model, 0.1, seed=i)))
+        hw = Hardware(device=device)
+
+        def sequential():
+            for s in slots:
+                model = build().to(device)
+                opt = make_optimizer(model, recipe, hw)
+                load_state(model, opt, s.state)
+                train_steps(model, opt, ds, s.lr_schedule, 0, s.stop, seed=s.seed, batch_size=128, mask=s.mask,
+                            hardware=hw, progress=False, evaluate_every_epoch=False)
+            sync(device)
+
+        def batched():
+            train_batched(build, ds, recipe, slots, hw)
+            sync(device)
+
+        times = {"sequential": [], "batched (vmap)": []}
+        for _ in range(2):
+            for name, fn in (("sequential", sequential), ("batched (vmap)", batched)):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        seq = min(times["sequential"])
+        for name, ts in times.items():
+            rate = n_runs * steps / min(ts)
+            rows.append({"benchmark": f"{n_runs} runs of {net}, batch 128", "variant": name, "value": rate,
+                         "unit": "run-steps/s", "ratio_vs_dense": round(seq / min(ts), 2),
+                         "target": "≥ 2.5 on GPU (ResNet-20)" if name != "sequential" else ""})
+            print(f"{n_runs} x {net:15s} {name:15s} {rate:8.1f} run-steps/s  ×{seq / min(ts):.2f} vs sequential",
+                  flush=True)
+
+
 def bench_grid(rows):
     import tempfile
     from dataclasses import replace
@@ -231,6 +290,7 @@ def main(argv=None):
     rows = []
     bench_masking(args.device, args.bf16, channels_last, args.networks, rows)
     bench_augmentation(args.device, rows)
+    bench_batched(args.device, rows, [n for n in args.networks if n != "resnet56"])
     if args.grid:
         bench_grid(rows)
     out = Path(args.csv or Path(__file__).parent / f"results-{args.device.split(':')[0]}.csv")

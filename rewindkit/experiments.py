@@ -47,7 +47,7 @@ from .masks import Mask
 from .profiles import GRID_KINDS, Profile
 from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from .techniques import TECHNIQUES, Technique, plan_retraining, start_retraining
+from .techniques import TECHNIQUES, Technique, load_state, plan_retraining, start_retraining
 from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model,
                        progress_enabled, train_steps)
 
@@ -185,7 +185,8 @@ _DATA_CACHE: dict[str, data.Dataset] = {}
 
 
 def load_dataset(setup: dict, device) -> data.Dataset:
-    key = _canonical([setup["dataset"], setup["dataset_options"], setup["n_train"], setup["n_eval"], str(device)])
+    key = _canonical([setup["dataset"], setup["dataset_options"], setup["n_train"], setup["n_eval"], str(device),
+                      str(data.data_dir())])
     if key not in _DATA_CACHE:
         ds = data.load(setup["dataset"], **setup["dataset_options"])
         if setup["n_train"] is not None or setup["n_eval"] is not None:
@@ -235,8 +236,7 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
         start = TrainState.from_dict(load_torch(folder / f"step_{earlier[-1]}.pt", what="rewind checkpoint"))
         model = prepare_model(model_builder(spec.setup, ds)(), hardware)
         optimizer = make_optimizer(model, recipe, hardware)
-        model.load_state_dict(start.model)
-        optimizer.load_state_dict(start.optimizer)
+        load_state(model, optimizer, start)
         train_steps(model, optimizer, ds, recipe.schedule(ds.n_train), start.step, step, seed=spec.seed,
                     batch_size=recipe.batch_size, hardware=hardware, save_at={step}, progress=False,
                     evaluate_every_epoch=False,

@@ -61,6 +61,7 @@ class Profile:
     device: str = "auto"
     bf16: bool = False
     channels_last: bool = False
+    compile: bool = False  # torch.compile (GPU fast path)
     workers: int = 1
 
     def __post_init__(self):
@@ -103,7 +104,7 @@ class Profile:
     def hardware(self) -> Hardware:
         import torch
         device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-        return Hardware(device=device, bf16=self.bf16, channels_last=self.channels_last)
+        return Hardware(device=device, bf16=self.bf16, channels_last=self.channels_last, compile=self.compile)
 
     def to_dict(self) -> dict:
         return asdict(self)

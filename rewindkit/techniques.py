@@ -19,6 +19,7 @@ schedule from a fresh initialisation with fresh optimizer state; its t only labe
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -122,8 +123,11 @@ def rewind_steps_needed(retrain_epochs, schedule: StepSchedule, techniques=TECHN
 
 
 def load_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    """Copy ``state`` into ``model`` and ``optimizer``. The optimizer state is deep-copied:
+    ``Optimizer.load_state_dict`` keeps tensors that are already on the right device, and training
+    would then update the saved momentum buffers in place."""
     model.load_state_dict(state.model)
-    optimizer.load_state_dict(state.optimizer)
+    optimizer.load_state_dict(copy.deepcopy(state.optimizer))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -64,7 +65,7 @@ class Hardware:
     bf16: bool = False  # bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX)
     channels_last: bool = False  # NHWC memory format for 2-D convolutions
     eval_batch_size: int = 1000
-    deterministic: bool = False  # torch.use_deterministic_algorithms on CUDA
+    compile: bool = False  # torch.compile the network's forward pass (GPU fast path)
 
     @staticmethod
     def auto() -> Hardware:
@@ -135,15 +136,29 @@ def evaluate(model: nn.Module, data: Dataset, split: str, hardware: Hardware = H
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y_all.device)
+    forward = forward_fn(model, hardware)
     for i in range(0, len(y_all), hardware.eval_batch_size):
         x = data.prepare(x_all[i:i + hardware.eval_batch_size])
         if hardware.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(hardware):
-            logits = model(x)
+            logits = forward(x)
         correct += (logits.argmax(1) == y_all[i:i + hardware.eval_batch_size]).sum()
     model.train(was_training)
     return correct.item() / len(y_all)
+
+
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
+
+
+def forward_fn(model: nn.Module, hardware: Hardware) -> Callable:
+    """The callable that runs ``model``'s forward pass: the module itself, or its ``torch.compile``d
+    version (cached per module; masks and weights are updated in place, so no recompiles)."""
+    if not hardware.compile:
+        return model
+    if model not in _COMPILED:
+        _COMPILED[model] = torch.compile(model)
+    return _COMPILED[model]
 
 
 def _autocast(hardware: Hardware):
@@ -193,6 +208,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     if start in save_at and on_save is not None:
         on_save(snapshot(model, optimizer, start))
     model.train()
+    forward = forward_fn(model, hardware)
     records: list[EpochRecord] = []
     loss_sum = torch.zeros((), device=data.device)
     loss_count = 0
@@ -208,7 +224,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
         if hardware.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(hardware):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if enforcer is not None:

@@ -12,9 +12,3 @@ def _data_dir(tmp_path_factory, monkeypatch):
     # Keep test caches away from the user's cache, but share one folder across a session.
     monkeypatch.setenv("REWINDKIT_DATA", str(tmp_path_factory.getbasetemp() / "data"))
 
-
-@pytest.fixture
-def tiny_model():
-    from rewindkit import models
-    torch.manual_seed(0)
-    return models.create("mnist1d_resnet", depth=8, width=4)

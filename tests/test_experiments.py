@@ -251,3 +251,23 @@ def test_parallel_workers_give_the_same_table(tmp_path):
         torch.set_num_threads(threads)
     parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, workers=2)
     pd.testing.assert_frame_equal(serial.results, parallel.results)
+
+
+def test_cifar10_grid_end_to_end_on_fabricated_archive(tmp_path, monkeypatch):
+    """The 2-D path: CIFAR-10 archive, crop+flip augmentation, per-image standardisation, ResNet-20."""
+    from fabricate import fabricate_cifar
+    monkeypatch.setenv("REWINDKIT_DATA", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    fabricate_cifar(tmp_path / "data" / "cifar-10-python.tar.gz", per_batch=16)
+    profile = P.get_profile("smoke", network="resnet20", model_options={"width": 4}, dataset="cifar10",
+                            n_train=64, n_eval=16, batch_size=16, epochs=2, milestones=(1,), densities=(0.5,),
+                            retrain_times=(1, 2), techniques=("fine_tuning", "weight_rewinding", "lr_rewinding"),
+                            iterative_levels=1, iterative_retrain_times={"lr_rewinding": 2},
+                            structured_configs=("generic_b",), structured_levels=(1,))
+    one = E.run_grid(profile, "one_shot", tmp_path / "runs", progress=False)
+    assert len(one.results) == 6 and (one.results.network == "resnet20").all()
+    assert one.base.flops.iloc[0] == pytest.approx(41_075_328 * (4 / 16) ** 2, rel=0.2)
+    it = E.run_grid(profile, "iterative", tmp_path / "runs", progress=False)
+    st = E.run_grid(profile, "structured", tmp_path / "runs", progress=False)
+    assert len(it.results) == 1 and len(st.results) == 3
+    assert (st.results.pruning == "structured_b").all() and (st.results.density < 1).all()

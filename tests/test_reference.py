@@ -117,3 +117,20 @@ def test_plot_bad_inputs(agg):
         plots.accuracy_vs_compression(agg, network="resnet56", techniques=["pruning"])
     with pytest.raises(ValueError, match="no accuracy-vs-compression rows"):
         plots.accuracy_vs_compression(agg, network="resnet1000")
+
+
+def test_overlay_of_own_runs_on_the_paper(agg):
+    """The paper profile's notebooks draw the kit's ResNet-56 runs over the released curves."""
+    raw = R.select(R.load_pruned(), network="resnet56", pruning="unstructured")
+    own = R.aggregate(raw.assign(test_acc=raw.test_acc - 0.001), R.load_base())
+    fig, data = plots.accuracy_vs_time(agg, network="resnet56", overlay=own, densities=[0.512, 0.1074])
+    assert set(data.source) == {"paper", "this kit"}
+    labels = fig.legends[0].get_texts()
+    assert any("(this kit)" in t.get_text() for t in labels)
+    for fn in (lambda: plots.accuracy_vs_compression(agg, network="resnet56", overlay=own),
+               lambda: plots.iterative(agg, network="resnet56", overlay=own),
+               lambda: plots.flop_speedup(agg, R.load_base(), network="resnet56", overlay=own,
+                                          overlay_base=R.load_base())):
+        fig, data = fn()
+        assert {"paper", "this kit"} <= set(data.source)
+        matplotlib.pyplot.close(fig)

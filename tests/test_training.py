@@ -207,3 +207,15 @@ def test_mask_enforcer_rejects_foreign_mask(ds):
     other = models.create("resnet20")
     with pytest.raises(ValueError, match="mask entry .* has shape|not a parameter"):
         MaskEnforcer(model, Mask.ones(other))
+
+
+def test_retraining_never_modifies_the_saved_state(ds, dense):
+    """Several techniques retrained in memory from one final state all start from the same momentum."""
+    before = {k: v["momentum_buffer"].clone() for k, v in dense.final.optimizer["state"].items()}
+    weights = {k: v.clone() for k, v in dense.final.model.items()}
+    mask = pruning.global_magnitude(dense.model, 0.3)
+    for tech in ("lr_rewinding", "fine_tuning"):
+        T.retrain(build, ds, RECIPE, T.plan_retraining(tech, 2, dense.schedule), mask, final=dense.final,
+                  seed=7, progress=False)
+    assert all(torch.equal(dense.final.optimizer["state"][k]["momentum_buffer"], v) for k, v in before.items())
+    assert states_equal(dense.final.model, weights)

@@ -1,0 +1,21 @@
+"""Test data in real formats, fabricated locally."""
+import io
+import pickle
+import tarfile
+
+import numpy as np
+
+
+def fabricate_cifar(path, per_batch=20, seed=0):
+    """A small archive in the real CIFAR-10 python format (pickled dicts of bytes keys)."""
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            payload = pickle.dumps({b"batch_label": name.encode(),
+                                    b"labels": rng.integers(0, 10, per_batch).tolist(),
+                                    b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                                    b"filenames": [b"x.png"] * per_batch}, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from rewindkit import data, models, pruning
+from rewindkit import techniques as T
+from rewindkit.batched import RunSlot, train_batched
+from rewindkit.training import Recipe, TrainState, make_optimizer, snapshot, train_steps
+
+RECIPE = Recipe(epochs=8, batch_size=32, lr=0.1, milestones=(4, 6), weight_decay=2e-4)
+
+
+def build():
+    return models.create("mnist1d_resnet", depth=8, width=4, num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ds = data.make_synthetic(n_train=256, n_test=64, shape=(1, 16), num_classes=4, seed=2)
+    sched = RECIPE.schedule(ds.n_train)
+    dense = T.train_dense(build, ds, RECIPE, seed=5, rewind_steps=T.rewind_steps_needed([4, 8], sched),
+                          progress=False)
+    return ds, sched, dense
+
+
+def sequential(ds, slot):
+    model = build()
+    opt = make_optimizer(model, RECIPE)
+    T.load_state(model, opt, slot.state)
+    train_steps(model, opt, ds, slot.lr_schedule, slot.state.step, slot.stop, seed=slot.seed,
+                batch_size=RECIPE.batch_size, mask=slot.mask, progress=False, evaluate_every_epoch=False)
+    return snapshot(model, opt, slot.stop)
+
+
+def slots_for(sched, dense, t=4):
+    out = []
+    for i, (tech, density) in enumerate([("lr_rewinding", 0.3), ("fine_tuning", 0.1), ("weight_rewinding", 0.2),
+                                         ("lr_rewinding", 0.05)]):
+        plan = T.plan_retraining(tech, t, sched)
+        start = dense.checkpoints[plan.rewind_step] if plan.start_from == "rewind" else dense.final
+        mask = pruning.global_magnitude(dense.model, density)
+        out.append(RunSlot(TrainState(start.model, start.optimizer, plan.start_step), plan.stop_step, seed=10 + i,
+                           lr_schedule=plan.lr_schedule, mask=mask))
+    return out
+
+
+def test_batched_runs_equal_sequential_runs(setup):
+    ds, sched, dense = setup
+    slots = slots_for(sched, dense)
+    batched = train_batched(build, ds, RECIPE, slots)
+    assert len(batched) == len(slots)
+    for slot, got in zip(slots, batched):
+        want = sequential(ds, slot)
+        assert got.step == want.step == slot.stop
+        for k, w in want.model.items():
+            g = got.model[k]
+            if w.dtype.is_floating_point:
+                assert torch.allclose(g, w, rtol=1e-5, atol=1e-6), (k, (g - w).abs().max())
+            else:
+                assert torch.equal(g, w), k
+        for n in slot.mask:  # same masks exactly: pruned weights and momentum exactly zero
+            assert torch.count_nonzero(got.model[n][~slot.mask[n]]) == 0
+        gs, ws = got.optimizer["state"], want.optimizer["state"]
+        assert gs.keys() == ws.keys()
+        for i in ws:  # momentum accumulates the kernels' rounding: compare by relative norm
+            g, w = gs[i]["momentum_buffer"], ws[i]["momentum_buffer"]
+            assert (g - w).norm() <= 1e-4 * w.norm() + 1e-7, i
+
+
+def test_batched_runs_need_equal_lengths(setup):
+    ds, sched, dense = setup
+    slots = slots_for(sched, dense)
+    slots[0].stop += 1
+    with pytest.raises(ValueError, match="same number of iterations"):
+        train_batched(build, ds, RECIPE, slots)
