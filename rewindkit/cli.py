@@ -29,7 +29,7 @@ def _grid(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / profile.name
     log = None if args.quiet else (lambda line: print(line, flush=True))
     result = run_grid(profile, args.kind, out, progress=False if args.no_progress else None, log=log,
-                      log_epochs=not args.quiet and profile.workers == 1)
+                      log_epochs=not args.quiet)
     print(f"{len(result.run_ids)} runs of the {args.kind} grid ({profile.name}) are in {out / 'runs'}")
     print(f"results table: {out / 'results.csv'}  dense runs: {out / 'base_results.csv'}")
     if len(result.results):

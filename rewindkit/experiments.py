@@ -417,6 +417,10 @@ def needed_rewind_steps(specs: list[RunSpec]) -> dict[str, set[int]]:
     return need
 
 
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 def _worker_init(threads: int | None):
     if threads:
         torch.set_num_threads(threads)
@@ -472,7 +476,8 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
                     if len(running) >= workers * 2:
                         break
                     waiting.remove(spec)
-                    running[pool.submit(execute, spec, out, hardware, need.get(spec.id, ()), None)] = spec
+                    running[pool.submit(execute, spec, out, hardware, need.get(spec.id, ()),
+                                        _print_line if log_epochs else None)] = spec
                 if not running:
                     raise RuntimeError("dependency cycle among runs")  # cannot happen for grid specs
                 done, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -98,3 +98,19 @@ def test_mnist1d_generated_offline_and_cached():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="'imagenet'.*mnist1d, cifar10, synthetic"):
         data.load("imagenet")
+
+
+def test_download_verifies_the_checksum(tmp_path, monkeypatch):
+    blob = fabricate_cifar(tmp_path / "fake.tar.gz").read_bytes()
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(blob))
+    with pytest.raises(ValueError, match="wrong MD5.*not saved"):
+        data.load_cifar10(tmp_path / "dl", download=True)
+    assert not (tmp_path / "dl" / "cifar-10-python.tar.gz").exists()
+
+
+def test_offline_download_fails_with_instructions(tmp_path, monkeypatch):
+    def offline(url, timeout):
+        raise OSError("Network is unreachable")
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match="Put the standard python archive.*download failed: Network"):
+        data.load_cifar10(tmp_path, download=True)

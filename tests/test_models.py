@@ -63,3 +63,21 @@ def test_bad_depth_and_projection():
         models.create("mnist1d_resnet", depth=9)
     with pytest.raises(ValueError, match="'sometimes'.*every_stage"):
         models.create("resnet20", projection="sometimes")
+
+
+@pytest.mark.parametrize("name,paper", [("resnet20", 41.9e6), ("resnet56", 128.2e6), ("resnet110", 257.7e6)])
+def test_dense_flops_within_5_percent_of_paper(name, paper):
+    from rewindkit.flops import forward_flops
+    assert abs(forward_flops(models.create(name), (3, 32, 32)) / paper - 1) < 0.05
+
+
+def test_flops_count_only_unpruned_weights():
+    from rewindkit import pruning
+    from rewindkit.flops import forward_flops
+    model = models.create("resnet20")
+    dense = forward_flops(model, (3, 32, 32))
+    assert forward_flops(model, (3, 32, 32), pruning.global_magnitude(model, 1.0)) == dense
+    half = forward_flops(model, (3, 32, 32), pruning.random_pruning(model, 0.5, seed=0))
+    assert 0.45 < half / dense < 0.55
+    structured = pruning.l1_filters(models.create("resnet56"), "resnet56_b")
+    assert forward_flops(models.create("resnet56"), (3, 32, 32), structured) < 0.9 * forward_flops(models.create("resnet56"), (3, 32, 32))
