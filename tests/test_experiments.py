@@ -269,5 +269,5 @@ def test_cifar10_grid_end_to_end_on_fabricated_archive(tmp_path, monkeypatch):
     assert one.base.flops.iloc[0] == pytest.approx(41_075_328 * (4 / 16) ** 2, rel=0.2)
     it = E.run_grid(profile, "iterative", tmp_path / "runs", progress=False)
     st = E.run_grid(profile, "structured", tmp_path / "runs", progress=False)
-    assert len(it.results) == 1 and len(st.results) == 3
+    assert len(it.results) == 1 and len(st.results) == 3 * 2
     assert (st.results.pruning == "structured_b").all() and (st.results.density < 1).all()
