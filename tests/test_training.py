@@ -157,16 +157,14 @@ def test_weight_rewinding_to_init_with_ones_mask_reproduces_dense_run(ds, dense)
 def test_resumed_run_equals_uninterrupted(ds):
     sched = RECIPE.schedule(ds.n_train)
     stop = sched.total_steps
-    mask = None
+    torch.manual_seed(0)
+    initial = build()
+    mask = pruning.global_magnitude(initial, 0.5)
 
     def run(segments):
-        model = build()
-        torch.manual_seed(0)
-        model = models.create("mnist1d_resnet", depth=8, width=4, num_classes=4)
-        optimizer = make_optimizer(model, RECIPE)
-        state = snapshot(model, optimizer, 0)
+        state = snapshot(initial, make_optimizer(initial, RECIPE), 0)
         for a, b in segments:
-            model, optimizer = build(), None  # fresh objects, as after a crash
+            model = build()  # fresh objects, as after a crash
             optimizer = make_optimizer(model, RECIPE)
             T.load_state(model, optimizer, state)
             train_steps(model, optimizer, ds, sched, a, b, seed=3, batch_size=RECIPE.batch_size,
