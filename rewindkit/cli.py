@@ -7,6 +7,9 @@
     executes notebooks through papermill (all of them by default).
 ``rewindkit profiles [NAME]``
     lists the profiles, or shows one resolved.
+
+``torchrun --nproc_per_node=N -m rewindkit.cli grid ...`` runs every training run of a grid
+data-parallel over N processes (gloo on the CPU, NCCL on GPUs); only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ def _grid(args) -> int:
         from dataclasses import replace
         profile = replace(profile, workers=args.workers)
     out = Path(args.out) if args.out else Path("runs") / profile.name
-    log = None if args.quiet else (lambda line: print(line, flush=True))
+    from . import distributed
+    distributed.init_from_env(profile.hardware.device)  # torchrun --nproc_per_node=N: data-parallel runs
+    log = None if args.quiet or not distributed.is_primary() else (lambda line: print(line, flush=True))
     result = run_grid(profile, args.kind, out, progress=False if args.no_progress else None, log=log,
                       log_epochs=not args.quiet)
+    if not distributed.is_primary():
+        return 0
     print(f"{len(result.run_ids)} runs of the {args.kind} grid ({profile.name}) are in {out / 'runs'}")
     print(f"results table: {out / 'results.csv'}  dense runs: {out / 'base_results.csv'}")
     if len(result.results):

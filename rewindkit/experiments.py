@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import __version__, data, models, pruning
+from . import __version__, data, distributed, models, pruning
 from .flops import forward_flops
 from .masks import Mask
 from .profiles import GRID_KINDS, Profile
@@ -144,6 +144,7 @@ class RunStore:
                                  f"format {RUNS_FORMAT}. Use a new --out folder or delete the old one.")
         else:
             atomic_write_json({"format": RUNS_FORMAT, "version": __version__}, marker)
+        distributed.barrier()
 
     def dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
@@ -241,6 +242,7 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
                     batch_size=recipe.batch_size, hardware=hardware, save_at={step}, progress=False,
                     evaluate_every_epoch=False,
                     on_save=lambda s: atomic_torch_save(s.to_dict(), path))
+        distributed.barrier()  # rank 0 wrote the checkpoint; every rank reads it next
     return TrainState.from_dict(load_torch(path, what="rewind checkpoint"))
 
 
@@ -330,7 +332,9 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
     result = {"kind": config["kind"], "row": row, "seconds": time.time() - started,
               "provenance": provenance(hardware)}
     atomic_write_json(result, folder / "result.json")
-    checkpoint_path.unlink(missing_ok=True)
+    if distributed.is_primary():
+        checkpoint_path.unlink(missing_ok=True)
+    distributed.barrier()  # later runs read this run's files on every rank
     return result
 
 
@@ -433,8 +437,11 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
     """Execute ``specs`` (deduplicated, dependencies first) and return ``{run id: result}``.
 
     With ``workers > 1`` independent runs go to that many processes (one CPU thread each on CPU,
-    which on 2 cores gives about 1.5× the throughput of one 2-thread process).
+    which on 2 cores gives about 1.5× the throughput of one 2-thread process). Under torchrun every
+    rank executes every run together, data-parallel, so ``workers`` is ignored.
     """
+    if distributed.is_distributed():
+        workers = 1
     store = RunStore(out)
     unique = {s.id: s for s in specs}
     need = needed_rewind_steps(list(unique.values()))

@@ -1,7 +1,7 @@
 """Atomic, pickle-free file writing and validated tensor-file reading.
 
 Every file rewindkit writes goes through a temporary file in the same folder followed by
-``os.replace``: a crash leaves either the old file or the complete new one, never a half-written
+``os.replace`` (on rank 0 only, when running under torchrun): a crash leaves either the old file or the complete new one, never a half-written
 file that looks complete. Tensor files are read with ``torch.load(weights_only=True)``, so run
 folders never unpickle arbitrary objects.
 """
@@ -23,6 +23,11 @@ class CorruptFileError(RuntimeError):
 
 
 def atomic_write_bytes(data: bytes, path) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename. Under torchrun only rank 0
+    writes; the other ranks return at once (the engine synchronises them with barriers)."""
+    from .distributed import is_primary
+    if not is_primary():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .data import BatchStream, Dataset, derive_seed
 from .masks import Mask, MaskEnforcer
 from .schedules import ConstantSchedule, StepSchedule
@@ -136,7 +137,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str, hardware: Hardware = H
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y_all.device)
-    forward = forward_fn(model, hardware)
+    forward = model if distributed.is_distributed() else forward_fn(model, hardware)  # every rank evaluates all
     for i in range(0, len(y_all), hardware.eval_batch_size):
         x = data.prepare(x_all[i:i + hardware.eval_batch_size])
         if hardware.channels_last and x.dim() == 4:
@@ -152,12 +153,14 @@ _COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDic
 
 
 def forward_fn(model: nn.Module, hardware: Hardware) -> Callable:
-    """The callable that runs ``model``'s forward pass: the module itself, or its ``torch.compile``d
-    version (cached per module; masks and weights are updated in place, so no recompiles)."""
-    if not hardware.compile:
+    """The callable that runs ``model``'s forward pass: the module itself, its DDP wrapper under
+    torchrun, and/or its ``torch.compile``d version (cached per module; masks and weights are updated
+    in place, so no recompiles)."""
+    if not hardware.compile and not distributed.is_distributed():
         return model
     if model not in _COMPILED:
-        _COMPILED[model] = torch.compile(model)
+        fn = distributed.wrap(model, hardware.device)
+        _COMPILED[model] = torch.compile(fn) if hardware.compile else fn
     return _COMPILED[model]
 
 
@@ -169,7 +172,10 @@ def _autocast(hardware: Hardware):
 
 
 def prepare_model(model: nn.Module, hardware: Hardware) -> nn.Module:
+    """Move to the device, apply the memory format, and (under torchrun) synchronise BatchNorm."""
     model = model.to(hardware.device)
+    if distributed.is_distributed():
+        distributed.convert_batchnorm(model)
     if hardware.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -221,6 +227,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = stream.batch(step)
+        x, y = distributed.shard(x), distributed.shard(y)  # this rank's slice of the global batch
         if hardware.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(hardware):
