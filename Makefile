@@ -15,7 +15,7 @@ export REWINDKIT_PROGRESS ?= 0
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[notebooks,test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[notebooks,test,ray]"
 	touch $(STAMP)
 
 venv: $(STAMP)

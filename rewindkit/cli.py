@@ -34,7 +34,7 @@ def _grid(args) -> int:
     distributed.init_from_env(profile.hardware.device)  # torchrun --nproc_per_node=N: data-parallel runs
     log = None if args.quiet or not distributed.is_primary() else (lambda line: print(line, flush=True))
     result = run_grid(profile, args.kind, out, progress=False if args.no_progress else None, log=log,
-                      log_epochs=not args.quiet)
+                      log_epochs=not args.quiet, executor=args.executor, ray_address=args.ray_address)
     if not distributed.is_primary():
         return 0
     print(f"{len(result.run_ids)} runs of the {args.kind} grid ({profile.name}) are in {out / 'runs'}")
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile field (repeatable)")
     g.add_argument("--out", help="results folder (default runs/PROFILE)")
     g.add_argument("--workers", type=int, help="parallel worker processes (default: the profile's)")
+    g.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="run here (default) or as Ray tasks (pip install 'rewindkit[ray]')")
+    g.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (also REWINDKIT_PROGRESS=0)")
     g.add_argument("--quiet", action="store_true", help="no per-run/per-epoch lines")
     g.set_defaults(func=_grid)

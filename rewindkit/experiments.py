@@ -519,6 +519,64 @@ def load_model(profile: Profile, out, run_id: str, device="cpu") -> torch.nn.Mod
     return model.to(device)
 
 
+def _ray_task(spec: RunSpec, out, hardware: Hardware, rewind_steps, *dependencies) -> dict:
+    """One run as a Ray task; ``dependencies`` are the results of the runs it starts from (Ray
+    schedules it after them)."""
+    if str(hardware.device) == "cpu":
+        torch.set_num_threads(1)
+    os.environ["REWINDKIT_PROGRESS"] = "0"
+    return execute(spec, out, hardware, rewind_steps)
+
+
+def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *, address: str | None = None,
+                  workers: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Execute ``specs`` as Ray tasks: one GPU each where there are GPUs, one CPU slot otherwise.
+
+    A retraining run waits for its dense run and level k for level k−1 (their results are passed
+    as task arguments). Without ``address`` a local Ray instance with ``workers`` CPU slots is
+    started; with one (e.g. ``"auto"`` or ``"ray://host:10001"``) the existing cluster is used and
+    ``out`` must be on a file system every node sees. A worker lost mid-run costs only that run:
+    Ray retries the task, which resumes from the run's last checkpoint, and rerunning the grid fills
+    any remaining gaps.
+    """
+    import ray
+
+    store = RunStore(out)
+    unique = {s.id: s for s in specs}
+    need = needed_rewind_steps(list(unique.values()))
+    results = {i: store.result(i) for i in unique if store.is_done(i)}
+    pending = [s for i, s in unique.items() if i not in results]
+    if not pending:
+        return results
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = {"address": address, "include_dashboard": False, "log_to_driver": False,
+                   "configure_logging": False}
+        if address is None:
+            options["num_cpus"] = workers or os.cpu_count()
+        ray.init(**{k: v for k, v in options.items() if v is not None or k == "address"})
+    try:
+        gpus = 1 if str(hardware.device).startswith("cuda") else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(_ray_task)
+        refs = {}
+        for spec in pending:  # grid specs list dependencies first
+            deps = [refs[d] for d in spec.dependencies if d in refs]
+            refs[spec.id] = task.remote(spec, str(Path(out).resolve()), hardware, sorted(need.get(spec.id, ())), *deps)
+        ids = {ref: run_id for run_id, ref in refs.items()}
+        remaining = list(refs.values())
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            run_id = ids[done[0]]
+            results[run_id] = ray.get(done[0])
+            if log is not None:
+                r = results[run_id]["row"]
+                log(f"[{len(results)}/{len(unique)}] {unique[run_id].label()}: test {r['test_acc']:.4f}")
+    finally:
+        if started_here:
+            ray.shutdown()
+    return results
+
+
 @dataclass
 class GridResult:
     """What a grid produced: its pruned runs and dense runs as tidy tables, and where they live."""
@@ -555,21 +613,32 @@ def write_tables(out) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pruned, base
 
 
+EXECUTORS = ("local", "ray")
+
+
 def run_grid(profile: Profile, kind: str, out=None, *, techniques=None, workers: int | None = None,
              progress: bool | None = None, log: Callable[[str], None] | None = None,
-             log_epochs: bool = False) -> GridResult:
+             log_epochs: bool = False, executor: str = "local", ray_address: str | None = None) -> GridResult:
     """Run (or load from the cache) one of the paper's grids and return its tidy tables.
 
     ``out`` defaults to ``runs/<profile name>``. ``results.csv`` there always holds every finished
-    pruned run of the folder; the returned tables hold this grid's runs only.
+    pruned run of the folder; the returned tables hold this grid's runs only. ``executor="ray"``
+    submits the runs as Ray tasks (:func:`run_specs_ray`); the default runs them here, in
+    ``workers`` processes.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if kind not in GRID_KINDS:
         raise ValueError(f"unknown grid kind {kind!r}; valid kinds: {', '.join(GRID_KINDS)}")
     for tech in techniques or ():
         Technique.parse(tech)
     out = Path(out if out is not None else Path("runs") / profile.name)
     specs = grid_specs(profile, kind, techniques)
-    results = run_specs(specs, out, profile.hardware, workers or profile.workers, progress, log, log_epochs)
+    if executor == "ray":
+        results = run_specs_ray(specs, out, profile.hardware, address=ray_address,
+                                workers=workers or profile.workers, log=log)
+    else:
+        results = run_specs(specs, out, profile.hardware, workers or profile.workers, progress, log, log_epochs)
     write_tables(out)
     ids = list(dict.fromkeys(s.id for s in specs))
     pruned, base = tables([results[i] for i in ids])
