@@ -152,18 +152,47 @@ def _mnist1d_resnet(depth: int = 8, width: int = 16, num_classes: int = 10, in_c
                   projection=projection, bn_momentum=bn_momentum)
 
 
+def torchvision_available() -> bool:
+    """Whether torchvision imports here. A CUDA torchvision next to a CPU torch raises RuntimeError
+    (not ImportError) on import, so every exception counts as "not available"."""
+    try:
+        import torchvision  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def _imagenet_resnet(name: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 1000, in_channels: int = 3, **options) -> nn.Module:
+        """torchvision's ImageNet ResNet with the paper's choice: the last BatchNorm γ of every
+        residual block starts at zero (paper §2). Needs the ``vision`` extra."""
+        try:
+            import torchvision.models as tvm
+        except Exception as exc:
+            raise RuntimeError(f"model {name!r} needs torchvision (pip install 'rewindkit[vision]'), "
+                               f"which failed to import here: {type(exc).__name__}: {exc}") from exc
+        if in_channels != 3:
+            raise ValueError(f"{name} takes 3-channel images; got in_channels={in_channels}")
+        model = getattr(tvm, name)(weights=None, num_classes=num_classes, zero_init_residual=True, **options)
+        model.depth = {"resnet34": 34, "resnet50": 50}[name]
+        return model
+    return build
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": _resnet(20),
     "resnet56": _resnet(56),
     "resnet110": _resnet(110),
     "vgg16": lambda **options: VGG(**options),
     "mnist1d_resnet": _mnist1d_resnet,
+    "resnet34": _imagenet_resnet("resnet34"),
+    "resnet50": _imagenet_resnet("resnet50"),
 }
 
 
 def create(name: str, **options) -> nn.Module:
     """Build a network by name: one of ``resnet20``, ``resnet56``, ``resnet110``, ``vgg16``,
-    ``mnist1d_resnet``. Options (``width``, ``projection``, ``bn_momentum``, ``depth`` for the
+    ``mnist1d_resnet``, or (with torchvision) ``resnet34``, ``resnet50``. Options (``width``, ``projection``, ``bn_momentum``, ``depth`` for the
     1-D ResNet, ``num_classes``, ``in_channels``) are passed to the constructor."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")

@@ -111,7 +111,7 @@ class FilterConfig:
     """
 
     name: str
-    fractions: tuple[float, float, float]
+    fractions: tuple[float, ...]  # one per stage
     skip: frozenset[int] = frozenset()
     depth: int | None = None  # None: any ResNet depth
     paper_density: float | None = None  # level-1 density in the authors' data
@@ -126,6 +126,9 @@ FILTER_CONFIGS: dict[str, FilterConfig] = {
     "resnet56_b": FilterConfig("resnet56_b", (0.6, 0.3, 0.1), frozenset({16, 18, 20, 34, 38, 54}), 56, 0.8712),
     "resnet110_a": FilterConfig("resnet110_a", (0.5, 0.0, 0.0), frozenset({36}), 110, 0.9773),
     "resnet110_b": FilterConfig("resnet110_b", (0.5, 0.4, 0.3), frozenset({36, 38, 74}), 110, 0.6876),
+    # ImageNet ResNet-34 (torchvision; stages of 3, 4, 6, 3 blocks), stage 4 and the listed layers skipped
+    "resnet34_a": FilterConfig("resnet34_a", (0.3, 0.3, 0.3, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.9246),
+    "resnet34_b": FilterConfig("resnet34_b", (0.5, 0.6, 0.4, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.8937),
     # The A and B fractions without Li et al.'s ResNet-56 sensitivity list, for any depth
     # (the laptop profile's 1-D ResNet).
     "generic_a": FilterConfig("generic_a", (0.1, 0.1, 0.1)),
@@ -135,6 +138,16 @@ LEVELS = (1, 2, 3, 4, 5)
 
 
 @torch.no_grad()
+def residual_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """(stage index, block) for every residual block, in order: the kit's CIFAR/1-D ResNets
+    (``stages``) and torchvision's ImageNet ResNets (``layer1`` … ``layer4``)."""
+    if hasattr(model, "stages"):
+        return [(s, b) for s, stage in enumerate(model.stages) for b in stage]
+    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
+        return [(s, b) for s, layer in enumerate(getattr(model, f"layer{i}") for i in range(1, 5)) for b in layer]
+    raise ValueError(f"L1 filter pruning needs a residual network; {type(model).__name__} has no blocks")
+
+
 def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> Mask:
     """L1-norm filter pruning of the first conv of every residual block (paper §3.2).
 
@@ -149,17 +162,17 @@ def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> 
         config = FILTER_CONFIGS[config]
     if isinstance(level, bool) or not isinstance(level, int) or level < 1:
         raise ValueError(f"level must be a positive integer (the paper uses {LEVELS}); got {level!r}")
-    if not hasattr(model, "blocks"):
-        raise ValueError(f"L1 filter pruning needs a residual network; {type(model).__name__} has no blocks()")
+    blocks = residual_blocks(model)
     if config.depth is not None and getattr(model, "depth", None) != config.depth:
         raise ValueError(f"config {config.name!r} is defined for ResNet-{config.depth}; "
                          f"this model is ResNet-{getattr(model, 'depth', '?')}")
     names = {id(m): n for n, m in model.named_modules()}
     entries = dict(Mask.ones(model))
-    blocks = model.blocks()
-    per_stage = len(blocks) // 3
-    for j, block in enumerate(blocks, start=1):
-        conv_index, stage = 2 * j, (j - 1) // per_stage
+    if len(config.fractions) != len({s for s, _ in blocks}):
+        raise ValueError(f"config {config.name!r} gives {len(config.fractions)} stage fractions; "
+                         f"this network has {len({s for s, _ in blocks})} stages")
+    for j, (stage, block) in enumerate(blocks, start=1):
+        conv_index = 2 * j
         fraction = config.fraction(conv_index, stage, level)
         n_filters = block.conv1.out_channels
         n_remove = min(int(math.floor(fraction * n_filters + 0.5)), n_filters - 1)
