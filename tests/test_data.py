@@ -8,7 +8,7 @@ import torch
 
 from rewindkit import data
 
-from fabricate import fabricate_cifar
+from helpers import fabricate_cifar
 
 
 def test_reads_fabricated_cifar_archive(tmp_path):

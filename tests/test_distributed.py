@@ -5,6 +5,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
+from helpers import one_thread
 from rewindkit import data, distributed, models, pruning
 from rewindkit.training import Hardware, Recipe, make_optimizer, prepare_model, train_steps
 
@@ -52,12 +53,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     for k, v in ranks[0]["state"].items():
         assert torch.equal(v, ranks[1]["state"][k]), k
     # one process with the same global batch of 32 computes the same function (up to rounding)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         single, _, bn_kinds = _train()
-    finally:
-        torch.set_num_threads(threads)
     assert bn_kinds == ["BatchNorm2d"]
     for k, v in single.items():
         got = ranks[0]["state"][k]
@@ -100,12 +97,8 @@ def test_torchrun_grid_matches_single_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results table:") == 1  # printed by rank 0 only
     profile = P.get_profile("smoke", **P.parse_overrides(sets))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         single = E.run_grid(profile, "iterative", tmp_path / "single", progress=False)
-    finally:
-        torch.set_num_threads(threads)
     ddp = pd.read_csv(tmp_path / "ddp" / "results.csv")
     assert sorted(ddp.run_id) == sorted(single.results.run_id)
     assert not list((tmp_path / "ddp").rglob("*.tmp")) and not list((tmp_path / "ddp").rglob("checkpoint.pt"))

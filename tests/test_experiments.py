@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import one_thread
 from rewindkit import cli
 from rewindkit import experiments as E
 from rewindkit import profiles as P
@@ -243,19 +244,15 @@ def test_cli_grid_and_errors(tmp_path, capsys):
 def test_parallel_workers_give_the_same_table(tmp_path):
     """Workers use one thread each; results are bit-identical for the same device and thread count."""
     profile = P.get_profile("smoke", **CRASH_PROFILE)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         serial = E.run_grid(profile, "iterative", tmp_path / "serial", progress=False)
-    finally:
-        torch.set_num_threads(threads)
     parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, workers=2)
     pd.testing.assert_frame_equal(serial.results, parallel.results)
 
 
 def test_cifar10_grid_end_to_end_on_fabricated_archive(tmp_path, monkeypatch):
     """The 2-D path: CIFAR-10 archive, crop+flip augmentation, per-image standardisation, ResNet-20."""
-    from fabricate import fabricate_cifar
+    from helpers import fabricate_cifar
     monkeypatch.setenv("REWINDKIT_DATA", str(tmp_path / "data"))
     (tmp_path / "data").mkdir()
     fabricate_cifar(tmp_path / "data" / "cifar-10-python.tar.gz", per_batch=16)

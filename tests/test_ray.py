@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import one_thread
 from rewindkit import experiments as E
 from rewindkit import profiles as P
 
@@ -21,13 +22,9 @@ SMALL = dict(epochs=4, milestones=(2, 3), batch_size=16, n_train=128, n_eval=40,
 
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Ray tasks use one thread each on the CPU
-    try:
+    with one_thread():
         return E.run_grid(P.get_profile("smoke", **SMALL), "one_shot", tmp_path_factory.mktemp("serial"),
                           progress=False)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_ray_grid_equals_local_executor(serial, tmp_path):

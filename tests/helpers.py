@@ -1,9 +1,11 @@
-"""Test data in real formats, fabricated locally."""
+"""Test helpers: data in real formats fabricated locally, and single-threaded execution."""
+import contextlib
 import io
 import pickle
 import tarfile
 
 import numpy as np
+import torch
 
 
 def fabricate_cifar(path, per_batch=20, seed=0):
@@ -19,3 +21,15 @@ def fabricate_cifar(path, per_batch=20, seed=0):
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
     return path
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run with one CPU thread, as worker processes, Ray tasks and torchrun ranks do here, so results
+    can be compared bit for bit (the thread count changes float rounding)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
