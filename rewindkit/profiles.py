@@ -97,8 +97,8 @@ class Profile:
 
     @property
     def recipe(self) -> Recipe:
-        return Recipe(self.epochs, self.batch_size, self.lr, self.milestones, self.gamma, self.warmup_epochs,
-                      self.momentum, self.nesterov, self.weight_decay, self.decay_batchnorm, self.fine_tune_lr)
+        """The training recipe; a profile repeats Recipe's fields flat so ``--set epochs=8`` works."""
+        return Recipe(**{f.name: getattr(self, f.name) for f in fields(Recipe)})
 
     @property
     def hardware(self) -> Hardware:

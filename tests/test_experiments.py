@@ -268,3 +268,12 @@ def test_cifar10_grid_end_to_end_on_fabricated_archive(tmp_path, monkeypatch):
     st = E.run_grid(profile, "structured", tmp_path / "runs", progress=False)
     assert len(it.results) == 1 and len(st.results) == 3 * 2
     assert (st.results.pruning == "structured_b").all() and (st.results.density < 1).all()
+
+
+def test_profile_recipe_fields_stay_in_sync():
+    from dataclasses import fields
+
+    from rewindkit.training import Recipe
+    profile = P.get_profile("paper")
+    assert {f.name for f in fields(Recipe)} <= {f.name for f in fields(P.Profile)}
+    assert profile.recipe == Recipe()  # the paper profile's recipe is the paper's CIFAR recipe
