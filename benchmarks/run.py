@@ -245,6 +245,120 @@ def bench_batched(device, rows, networks, n_runs=8):
                   flush=True)
 
 
+def bench_epoch(device, networks, rows, epochs=2, variants=None, n=50_000):
+    """Seconds per training epoch through the engine's own loop (:func:`train_steps`): CIFAR-shaped
+    uint8 data resident on the device (50,000 images, batch 128, 390 steps), augmented there, dense
+    vs 90% pruned, for each hardware variant. The first epoch is warm-up (compilation, cuDNN
+    autotuning); the reported time is the median of the following ones."""
+    from rewindkit import data as D
+    from rewindkit.schedules import StepSchedule
+    from rewindkit.training import train_steps
+
+    variants = variants or {
+        "eager fp32": Hardware(device=device),
+        "eager bf16 channels_last": Hardware(device=device, bf16=True, channels_last=True),
+        "CUDA graph per step bf16 channels_last": Hardware(device=device, bf16=True, channels_last=True,
+                                                           cuda_graphs=True),
+        "compiled + CUDA graph per step bf16 channels_last": Hardware(device=device, bf16=True, channels_last=True,
+                                                                      compile=True, cuda_graphs=True),
+    }
+    g = torch.Generator().manual_seed(0)
+    ds = D.Dataset("cifar-shaped", torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (n,), generator=g), torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
+                   torch.zeros(0, dtype=torch.long), torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
+                   torch.zeros(0, dtype=torch.long), num_classes=10, augmentation="cifar",
+                   per_image_standardization=True).to(device)
+    recipe = Recipe()
+    spe = n // recipe.batch_size
+    for net in networks:
+        for vname, hw in variants.items():
+            times = {}
+            for style in ("dense", "masked"):
+                torch.manual_seed(0)
+                model = prepare_model(models.create(net), hw)
+                opt = make_optimizer(model, recipe, hw)
+                mask = pruning.random_pruning(model, 0.1, seed=0) if style == "masked" else None
+                marks = []
+
+                def on_epoch(record, *_):
+                    sync(device)
+                    marks.append(time.perf_counter())
+
+                sync(device)
+                marks.append(time.perf_counter())
+                train_steps(model, opt, ds, StepSchedule(0.1, 182, spe, (91, 136)), 0, epochs * spe, seed=0,
+                            batch_size=recipe.batch_size, mask=mask, hardware=hw, on_epoch=on_epoch,
+                            evaluate_every_epoch=False, progress=False)
+                per_epoch = [b - a for a, b in zip(marks, marks[1:])]
+                times[style] = statistics.median(per_epoch[1:]) if len(per_epoch) > 1 else per_epoch[0]
+                first = per_epoch[0]
+                rows.append({"benchmark": f"epoch {net} ({n // 1000}k images, b128)", "variant": f"{vname}, {style}",
+                             "value": times[style], "unit": "s/epoch",
+                             "ratio_vs_dense": round(times[style] / times["dense"], 3),
+                             "target": ("≤ 2.5 s eager / ≤ 0.8 s compiled (ResNet-56, H100)" if style == "dense"
+                                        else "≤ 1.03")})
+                print(f"epoch {net:9s} {vname:42s} {style:7s} {times[style]:7.3f} s/epoch "
+                      f"(first epoch {first:.1f} s)  ×{times[style] / times['dense']:.3f} vs dense", flush=True)
+                del model, opt
+
+
+def bench_imagenet(device, rows, n_images=1536, batch=256):
+    """ImageNet input pipeline, images/s per training process: PIL decode + random-resized crop + flip
+    in 0…N loader workers, or nvJPEG decode on the GPU, on fabricated 500×375 JPEGs; and ResNet-50
+    training throughput (bf16, channels_last) at batch 256, for the GPU-hours estimate."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from rewindkit.imagenet import load_imagenet
+
+    with tempfile.TemporaryDirectory() as root:
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:375, 0:500]
+        for split, count in (("train", n_images), ("val", 8)):
+            for i in range(count):
+                folder = Path(root) / split / f"n{i % 10:08d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                base = np.stack([(xx * (1 + i % 7) + yy) % 256, (yy * 2 + i) % 256, (xx + 3 * yy) % 256], -1)
+                pixels = (base + rng.integers(0, 24, base.shape)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.JPEG", quality=90)
+        steps = n_images // batch
+        settings = [("cpu", w) for w in (0, 4, 8, 15)] + ([("cuda", 4)] if str(device).startswith("cuda") else [])
+        for decode, workers in settings:
+            ds = load_imagenet(root, workers=workers, decode=decode).to(device)
+            start = time.perf_counter()
+            for x, _ in ds.batches(batch, seed=0, start=0, stop=steps):
+                pass
+            sync(device)
+            rate = steps * batch / (time.perf_counter() - start)
+            rows.append({"benchmark": "ImageNet pipeline (500×375 JPEG → 224 crop+flip), one process",
+                         "variant": f"decode {decode}, {workers} workers", "value": rate, "unit": "images/s",
+                         "ratio_vs_dense": "", "target": ""})
+            print(f"imagenet pipeline decode={decode:4s} workers={workers:2d} {rate:9.0f} images/s", flush=True)
+    if not str(device).startswith("cuda"):
+        return
+    hw = Hardware(device=device, bf16=True, channels_last=True)
+    model = prepare_model(models.create("resnet50"), hw)
+    opt = make_optimizer(model, Recipe(nesterov=True), hw)
+    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    for i in range(25):
+        if i == 5:
+            sync(device)
+            start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    rate = 20 * batch / (time.perf_counter() - start)
+    rows.append({"benchmark": "ResNet-50 training step, batch 256, bf16 channels_last", "variant": "eager",
+                 "value": rate, "unit": "images/s", "ratio_vs_dense": "", "target": ""})
+    print(f"resnet50 training {rate:9.0f} images/s → {1_281_167 / rate:.0f} s per ImageNet epoch", flush=True)
+
+
 def bench_grid(rows):
     import tempfile
     from dataclasses import replace
@@ -281,6 +395,12 @@ def main(argv=None):
     parser.add_argument("--channels-last", action="store_true", default=None)
     parser.add_argument("--networks", nargs="*", default=["mnist1d_resnet", "resnet20", "resnet56"])
     parser.add_argument("--grid", action="store_true", help="also time the laptop one-shot grid")
+    parser.add_argument("--epoch", action="store_true",
+                        help="also time whole epochs through the training loop (default on CUDA)")
+    parser.add_argument("--variants", nargs="*", help="epoch benchmark: only these hardware variants "
+                        "(eager-fp32, eager-bf16, graphs, compiled-graphs)")
+    parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "imagenet", "grid"],
+                        help="run only these parts")
     parser.add_argument("--csv", help="where to write the table")
     args = parser.parse_args(argv)
     channels_last = True if args.channels_last is None else args.channels_last
@@ -288,18 +408,53 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"channels_last={channels_last}, bf16={args.bf16}", flush=True)
     rows = []
-    bench_masking(args.device, args.bf16, channels_last, args.networks, rows)
-    bench_augmentation(args.device, rows)
-    bench_batched(args.device, rows, [n for n in args.networks if n != "resnet56"])
-    if args.grid:
-        bench_grid(rows)
+    cuda = args.device.startswith("cuda")
+    parts = set(args.only or ["masking", "augmentation", "batched"] + (["epoch"] if args.epoch or cuda else [])
+                + (["grid"] if args.grid else []))
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        print(f"GPU: {torch.cuda.get_device_name()}", flush=True)
     out = Path(args.csv or Path(__file__).parent / f"results-{args.device.split(':')[0]}.csv")
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"\nwrote {out}")
 
+    def write():  # after every part, so an interrupted run keeps what it measured
+        if rows:
+            with open(out, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+    variants = None
+    if args.variants:
+        d = args.device
+        every = {"eager-fp32": ("eager fp32", Hardware(device=d)),
+                 "eager-bf16": ("eager bf16 channels_last", Hardware(device=d, bf16=True, channels_last=True)),
+                 "graphs": ("CUDA graph per step bf16 channels_last",
+                            Hardware(device=d, bf16=True, channels_last=True, cuda_graphs=True)),
+                 "compiled-graphs": ("compiled + CUDA graph per step bf16 channels_last",
+                                     Hardware(device=d, bf16=True, channels_last=True, compile=True, cuda_graphs=True))}
+        bad = [v for v in args.variants if v not in every]
+        if bad:
+            parser.error(f"unknown variant {bad[0]!r}; choose from {', '.join(every)}")
+        variants = dict(every[v] for v in args.variants)
+    if "masking" in parts:
+        bench_masking(args.device, args.bf16, channels_last, args.networks, rows)
+        write()
+    if "augmentation" in parts:
+        bench_augmentation(args.device, rows)
+        write()
+    if "batched" in parts:
+        bench_batched(args.device, rows, [n for n in args.networks if n != "resnet56"])
+        write()
+    if "imagenet" in parts:
+        bench_imagenet(args.device, rows)
+        write()
+    if "epoch" in parts:
+        bench_epoch(args.device, [n for n in args.networks if n != "mnist1d_resnet"], rows, variants=variants)
+        write()
+    if "grid" in parts:
+        bench_grid(rows)
+        write()
+    print(f"\nwrote {out}")
 
 if __name__ == "__main__":
     main()

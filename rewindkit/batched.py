@@ -94,6 +94,9 @@ def train_batched(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe,
             params[k].mul_(m)
             momentum[k].mul_(m)
     decay = _decay_flags(template, recipe)
+    names = list(params)
+    masked = [i for i, k in enumerate(names) if k in masks]
+    decayed = [i for i, k in enumerate(names) if decay[k]]
     streams = [BatchStream(data, recipe.batch_size, s.seed) for s in slots]
 
     def forward(p, b, x):
@@ -111,18 +114,21 @@ def train_batched(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe,
         for p in params.values():
             p.grad = None
         loss.backward()
-        with torch.no_grad():
-            for k, p in params.items():
-                g = p.grad
-                if k in masks:
-                    g = g * masks[k]
-                if decay[k]:
-                    g = g.add(p, alpha=decay[k])
-                buf = momentum[k].mul_(recipe.momentum).add_(g)
-                step = g.add(buf, alpha=recipe.momentum) if recipe.nesterov else buf
-                p.sub_(lrs.view(-1, *[1] * (p.dim() - 1)) * step)
-                if k in masks:
-                    p.mul_(masks[k])
+        with torch.no_grad():  # SGD exactly as torch.optim.SGD computes it, one fused op per step of it
+            grads = [params[k].grad for k in names]
+            if masked:
+                torch._foreach_mul_([grads[i] for i in masked], [masks[names[i]] for i in masked])
+            if decayed:
+                torch._foreach_add_([grads[i] for i in decayed], [params[names[i]] for i in decayed],
+                                    alpha=recipe.weight_decay)
+            bufs = [momentum[k] for k in names]
+            torch._foreach_mul_(bufs, recipe.momentum)
+            torch._foreach_add_(bufs, grads)
+            steps = torch._foreach_add(grads, bufs, alpha=recipe.momentum) if recipe.nesterov else bufs
+            lr_views = [lrs.view(-1, *[1] * (params[k].dim() - 1)) for k in names]
+            torch._foreach_sub_([params[k] for k in names], torch._foreach_mul(steps, lr_views))
+            if masked:
+                torch._foreach_mul_([params[names[i]] for i in masked], [masks[names[i]] for i in masked])
     finals = []
     for j, s in enumerate(slots):
         model = build()

@@ -34,7 +34,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
-DATASETS = ("mnist1d", "cifar10", "synthetic")
+DATASETS = ("mnist1d", "cifar10", "imagenet", "synthetic")
 AUGMENTATIONS = ("none", "cifar")
 
 
@@ -96,6 +96,23 @@ class Dataset:
         e = slice(None, n_eval)
         return replace(self, train_x=self.train_x[t], train_y=self.train_y[t], val_x=self.val_x[e],
                        val_y=self.val_y[e], test_x=self.test_x[e], test_y=self.test_y[e])
+
+    def split_size(self, split: str) -> int:
+        return int(getattr(self, f"{split}_y").shape[0])
+
+    def batches(self, batch_size: int, seed: int, start: int, stop: int):
+        """Training batches of iterations ``start`` … ``stop − 1`` (:class:`BatchStream`), each cut to
+        this process's slice under torchrun."""
+        from .distributed import shard
+        stream = BatchStream(self, batch_size, seed)
+        for step in range(start, stop):
+            x, y = stream.batch(step)
+            yield shard(x), shard(y)
+
+    def eval_batches(self, split: str, batch_size: int):
+        x_all, y_all = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+        for i in range(0, len(y_all), batch_size):
+            yield self.prepare(x_all[i:i + batch_size]), y_all[i:i + batch_size]
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Convert stored examples (uint8 images or floats) to the network's float input."""
@@ -302,9 +319,16 @@ def make_synthetic(n_train: int = 512, n_test: int = 256, shape: tuple[int, ...]
     return Dataset("synthetic", x, y, vx, vy, tx, ty, num_classes=num_classes)
 
 
+def _load_imagenet(**options):
+    from .imagenet import load_imagenet
+    return load_imagenet(**options)
+
+
 def load(name: str, **options) -> Dataset:
-    """A dataset by name: ``mnist1d``, ``cifar10`` or ``synthetic``."""
-    loaders = {"mnist1d": load_mnist1d, "cifar10": load_cifar10, "synthetic": make_synthetic}
+    """A dataset by name: ``mnist1d``, ``cifar10``, ``imagenet`` (streamed from a folder:
+    :mod:`rewindkit.imagenet`) or ``synthetic``."""
+    loaders = {"mnist1d": load_mnist1d, "cifar10": load_cifar10, "imagenet": _load_imagenet,
+               "synthetic": make_synthetic}
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     return loaders[name](**options)

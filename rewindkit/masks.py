@@ -48,9 +48,9 @@ class Mask(Mapping[str, torch.Tensor]):
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def ones(cls, model: nn.Module) -> Mask:
-        """The all-ones (dense) mask over ``model``'s prunable weights."""
+        """The all-ones (dense) mask over ``model``'s prunable weights (on the CPU, wherever the model is)."""
         params = dict(model.named_parameters())
-        return cls({n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_weight_names(model)})
+        return cls({n: torch.ones(params[n].shape, dtype=torch.bool) for n in prunable_weight_names(model)})
 
     @classmethod
     def load(cls, path) -> Mask:

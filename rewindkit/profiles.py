@@ -6,6 +6,8 @@
 * ``paper`` — the paper's CIFAR-10 recipe (ResNet-56, T=182, its t grid, densities 0.8^k, 3 trials),
   for a GPU with the data present.
 * ``cifar_short`` — a shortened CIFAR-10 schedule (ResNet-20, T=30) for a single consumer GPU.
+* ``imagenet`` / ``imagenet_resnet34`` — the paper's ImageNet recipe for ResNet-50 / ResNet-34
+  (structured A/B), streamed from an ImageFolder (:mod:`rewindkit.imagenet`); GPUs required.
 
 Any field can be overridden: ``get_profile("laptop", epochs=8)`` or ``--set epochs=8``.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import ast
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .training import Hardware, Recipe
+from .training import COMPILE_MODES, Hardware, Recipe
 
 GRID_KINDS = ("one_shot", "iterative", "structured")
 
@@ -62,6 +64,8 @@ class Profile:
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False  # torch.compile (GPU fast path)
+    compile_mode: str = "default"  # "reduce-overhead": torch.compile with CUDA graphs
+    cuda_graphs: bool = False  # capture each whole training step as one CUDA graph (GPU fast path)
     workers: int = 1
 
     def __post_init__(self):
@@ -92,6 +96,8 @@ class Profile:
                 raise ValueError(f"unknown filter-pruning config {c!r}; valid configs: {', '.join(pruning.FILTER_CONFIGS)}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
         if self.workers < 1:
             raise ValueError(f"workers must be ≥ 1; got {self.workers}")
 
@@ -104,7 +110,8 @@ class Profile:
     def hardware(self) -> Hardware:
         import torch
         device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-        return Hardware(device=device, bf16=self.bf16, channels_last=self.channels_last, compile=self.compile)
+        return Hardware(device=device, bf16=self.bf16, channels_last=self.channels_last,
+                        compile=self.compile, compile_mode=self.compile_mode, cuda_graphs=self.cuda_graphs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +144,16 @@ PROFILES: dict[str, Profile] = {
         iterative_levels=10, iterative_retrain_times={"fine_tuning": 30, "weight_rewinding": 27, "lr_rewinding": 30},
         structured_configs=("generic_a", "generic_b"), channels_last=True),
 }
+# ImageNet (paper §2): torchvision ResNet-50, 90 epochs at batch 1024, LR 0.4 after 5 warm-up epochs,
+# ×0.1 at 30/60/80, Nesterov, weight decay 1e-4 without BatchNorm, fine-tuning at 0.0004, t = 9…90.
+PROFILES["imagenet"] = Profile(
+    name="imagenet", network="resnet50", dataset="imagenet", epochs=90, batch_size=1024, lr=0.4,
+    milestones=(30, 60, 80), warmup_epochs=5, nesterov=True, weight_decay=1e-4, decay_batchnorm=False,
+    fine_tune_lr=0.0004, retrain_times=tuple(range(9, 91, 9)), iterative_levels=10,
+    iterative_retrain_times={"fine_tuning": 90, "weight_rewinding": 81, "lr_rewinding": 90},
+    structured_configs=("resnet34_a", "resnet34_b"), structured_levels=(1,), bf16=True, channels_last=True)
+# ResNet-34 with the structured A/B configurations (paper §3.2)
+PROFILES["imagenet_resnet34"] = replace(PROFILES["imagenet"], name="imagenet_resnet34", network="resnet34")
 
 
 def parse_value(text: str):

@@ -93,7 +93,7 @@ def random_pruning(model: nn.Module, density: float, mask: Mask | None = None, s
     density = _check_density(density)
     base = _base_mask(model, mask)
     gen = torch.Generator().manual_seed(seed)
-    scores = {n: (torch.rand(base[n].shape, generator=gen) + 1.0) * base[n] for n in base.weight_names}
+    scores = {n: (torch.rand(base[n].shape, generator=gen) + 1.0) * base[n].cpu() for n in base.weight_names}
     return _mask_from_scores(model, base, scores, _keep_count(density, base))
 
 

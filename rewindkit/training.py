@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .data import BatchStream, Dataset, derive_seed
+from .data import Dataset, derive_seed
 from .masks import Mask, MaskEnforcer
 from .schedules import ConstantSchedule, StepSchedule
 
@@ -58,6 +58,9 @@ IMAGENET_RECIPE = Recipe(epochs=90, batch_size=1024, lr=0.4, milestones=(30, 60,
                          nesterov=True, weight_decay=1e-4, decay_batchnorm=False)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class Hardware:
     """Where and how to run. None of these options changes the recipe."""
@@ -67,6 +70,15 @@ class Hardware:
     channels_last: bool = False  # NHWC memory format for 2-D convolutions
     eval_batch_size: int = 1000
     compile: bool = False  # torch.compile the network's forward pass (GPU fast path)
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs to the forward pass
+    cuda_graphs: bool = False  # capture the whole training step (forward, backward, SGD, masks) as one CUDA graph
+
+    def __post_init__(self):
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+        if self.cuda_graphs and self.compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
+            raise ValueError(f"cuda_graphs=True captures the whole step itself; use compile_mode 'default' or "
+                             f"'max-autotune-no-cudagraphs', not {self.compile_mode!r}")
 
     @staticmethod
     def auto() -> Hardware:
@@ -131,22 +143,21 @@ def evaluate(model: nn.Module, data: Dataset, split: str, hardware: Hardware = H
     """Top-1 accuracy (fraction) on ``split`` ('val' or 'test')."""
     if split not in ("val", "test", "train"):
         raise ValueError(f"unknown split {split!r}; choose 'val', 'test' or 'train'")
-    x_all, y_all = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-    if len(y_all) == 0:
+    total = data.split_size(split)
+    if total == 0:
         return float("nan")
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=y_all.device)
+    correct = torch.zeros((), dtype=torch.long, device=data.device)
     forward = model if distributed.is_distributed() else forward_fn(model, hardware)  # every rank evaluates all
-    for i in range(0, len(y_all), hardware.eval_batch_size):
-        x = data.prepare(x_all[i:i + hardware.eval_batch_size])
+    for x, y in data.eval_batches(split, hardware.eval_batch_size):
         if hardware.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(hardware):
             logits = forward(x)
-        correct += (logits.argmax(1) == y_all[i:i + hardware.eval_batch_size]).sum()
+        correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
-    return correct.item() / len(y_all)
+    return correct.item() / total
 
 
 _COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
@@ -160,7 +171,7 @@ def forward_fn(model: nn.Module, hardware: Hardware) -> Callable:
         return model
     if model not in _COMPILED:
         fn = distributed.wrap(model, hardware.device)
-        _COMPILED[model] = torch.compile(fn) if hardware.compile else fn
+        _COMPILED[model] = torch.compile(fn, mode=hardware.compile_mode) if hardware.compile else fn
     return _COMPILED[model]
 
 
@@ -168,12 +179,88 @@ def _autocast(hardware: Hardware):
     if not hardware.bf16:
         return contextlib.nullcontext()
     device_type = "cuda" if str(hardware.device).startswith("cuda") else "cpu"
-    return torch.autocast(device_type, dtype=torch.bfloat16)
+    # no cast cache: each weight is cast once per step anyway, and CUDA-graph capture needs it off
+    return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=not hardware.cuda_graphs)
+
+
+class CapturedStep:
+    """One training step (forward, loss, backward, gradient mask, SGD, weight mask) captured as a
+    CUDA graph and replayed with new batch and learning-rate values: one launch per step instead of
+    hundreds, which is what small CIFAR ResNets need on a fast GPU. The recipe is untouched.
+
+    Capturing needs a few warm-up steps (allocations, cuDNN autotuning); they run on a side stream
+    and the model, BatchNorm statistics and optimizer state are restored afterwards, so training
+    continues exactly as if they had never happened. A missing momentum buffer (the very first
+    step) is created as zeros, which gives the same update as torch's first SGD step.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable,
+                 enforcer: MaskEnforcer | None, hardware: Hardware, x: torch.Tensor, y: torch.Tensor):
+        self.model, self.optimizer, self.forward, self.enforcer, self.hardware = model, optimizer, forward, enforcer, hardware
+        device = x.device
+        self.x, self.y = x.clone(), y.clone()
+        self.loss_sum = torch.zeros((), device=device)
+        self.lr = torch.tensor(float(optimizer.param_groups[0]["lr"]), device=device)
+        with torch.no_grad():
+            for p in model.parameters():
+                state = optimizer.state[p]
+                if "momentum_buffer" in state and state["momentum_buffer"] is None:
+                    del state["momentum_buffer"]
+                state.setdefault("momentum_buffer", torch.zeros_like(p))
+        saved = self._save()
+        floats = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:  # captured kernels read the LR from a device tensor
+            group["lr"] = self.lr
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
+        for group, lr in zip(optimizer.param_groups, floats):
+            group["lr"] = lr  # the graph reads self.lr; state_dicts and snapshots keep plain floats
+        self._restore(saved)
+        self.loss_sum.zero_()
+
+    def _save(self):
+        opt = [(v, v.clone()) for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+        return [(t, t.detach().clone()) for t in self.model.state_dict().values()] + opt
+
+    @staticmethod
+    @torch.no_grad()
+    def _restore(saved):
+        for live, copy in saved:
+            live.copy_(copy)
+
+    def _step(self):
+        with _autocast(self.hardware):
+            loss = F.cross_entropy(self.forward(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.enforcer is not None:
+            self.enforcer.apply_to_grads()
+        self.optimizer.step()
+        if self.enforcer is not None:
+            self.enforcer.apply_to_weights()
+        self.loss_sum += loss.detach().float()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.lr.fill_(lr)
+        self.graph.replay()
 
 
 def prepare_model(model: nn.Module, hardware: Hardware) -> nn.Module:
     """Move to the device, apply the memory format, and (under torchrun) synchronise BatchNorm."""
     model = model.to(hardware.device)
+    if str(hardware.device).startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv algorithms once
     if distributed.is_distributed():
         distributed.convert_batchnorm(model)
     if hardware.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
@@ -204,8 +291,8 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     * The batch of iteration s depends only on (``seed``, s), so any run can be stopped and
       resumed from a checkpoint and produce the same result.
     """
-    stream = BatchStream(data, batch_size, seed)
-    spe = stream.steps_per_epoch
+    batches = data.batches(batch_size, seed, start, stop)  # this rank's slice of each global batch
+    spe = data.n_train // batch_size
     save_at = set(save_at)
     enforcer = MaskEnforcer(model, mask) if mask is not None else None
     if enforcer is not None:
@@ -218,6 +305,9 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     records: list[EpochRecord] = []
     loss_sum = torch.zeros((), device=data.device)
     loss_count = 0
+    use_graphs = (hardware.cuda_graphs and str(hardware.device).startswith("cuda")
+                  and not distributed.is_distributed())
+    captured = None
     bar = None
     if progress_enabled(progress) and stop > start:
         from tqdm.auto import tqdm
@@ -226,20 +316,25 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
         lr = lr_schedule.lr(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = stream.batch(step)
-        x, y = distributed.shard(x), distributed.shard(y)  # this rank's slice of the global batch
+        x, y = next(batches)
         if hardware.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(hardware):
-            loss = F.cross_entropy(forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if enforcer is not None:
-            enforcer.apply_to_grads()
-        optimizer.step()
-        if enforcer is not None:
-            enforcer.apply_to_weights()
-        loss_sum += loss.detach().float()
+        if use_graphs:
+            if captured is None:
+                captured = CapturedStep(model, optimizer, forward, enforcer, hardware, x, y)
+                loss_sum = captured.loss_sum
+            captured(x, y, lr)
+        else:
+            with _autocast(hardware):
+                loss = F.cross_entropy(forward(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if enforcer is not None:
+                enforcer.apply_to_grads()
+            optimizer.step()
+            if enforcer is not None:
+                enforcer.apply_to_weights()
+            loss_sum += loss.detach().float()
         loss_count += 1
         done = step + 1
         if bar is not None:

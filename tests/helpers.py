@@ -33,3 +33,26 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def fabricate_imagefolder(root, classes=3, train_per_class=8, val_per_class=10, size=(40, 52), seed=0):
+    """A tiny ImageNet in the ImageFolder layout: JPEG files under train/<wnid>/ and val/<wnid>/, with
+    odd sizes (so crops and resizes do real work) and one greyscale image (decoded to RGB)."""
+    from pathlib import Path
+
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                h, w = size[0] + 3 * i, size[1] - 2 * i
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                pixels[..., c % 3] = 230  # a learnable colour cue per class
+                image = Image.fromarray(pixels)
+                if split == "train" and c == 0 and i == 0:
+                    image = image.convert("L")
+                image.save(folder / f"img_{i:04d}.JPEG", quality=90)
+    return root

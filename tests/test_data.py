@@ -96,8 +96,8 @@ def test_mnist1d_generated_offline_and_cached():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="'imagenet'.*mnist1d, cifar10, synthetic"):
-        data.load("imagenet")
+    with pytest.raises(ValueError, match="'svhn'.*mnist1d, cifar10, imagenet, synthetic"):
+        data.load("svhn")
 
 
 def test_download_verifies_the_checksum(tmp_path, monkeypatch):

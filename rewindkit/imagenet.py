@@ -1,0 +1,313 @@
+"""ImageNet from a folder the user points to, streamed, decoded and augmented as the paper (§2).
+
+Layout (torchvision ``ImageFolder``): ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``
+with the same class folders. The root is ``path=...``, else ``$REWINDKIT_IMAGENET``, else
+``<data_dir>/imagenet``. The 50,000 validation images are split once, independently of any run
+seed, into **9,984 validation** images (used to choose t) and the rest as **test** images, as the
+authors did (paper §2; smaller folders keep the same proportion).
+
+* Training: Inception-style random-resized crop (area 8–100%, aspect 3/4–4/3) to 224×224 and a
+  random horizontal flip, per image.
+* Evaluation: resize the short side to 256, center crop 224×224.
+* Normalisation with the ImageNet channel means and standard deviations, on the training device.
+
+As everywhere in rewindkit, the batch of iteration s is a function of (seed, s) only — the order
+from a per-epoch permutation, each image's crop and flip from a generator seeded with (seed, s,
+position) — so a resumed run, a run with any number of loader workers, and a torchrun run (each
+rank decodes only its slice of the global batch) all see the same images.
+
+Decoding runs with PIL in ``workers`` loader processes (``decode="cpu"``, default) or with nvJPEG on the GPU
+(``decode="cuda"``: the workers only read the files; JPEG only). torchvision is needed to decode
+and only for that (``pip install "rewindkit[vision]"``); finding and splitting the files does not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .data import data_dir, derive_seed
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VALIDATION_FRACTION = 9_984 / 50_000  # the authors' validation share of the ILSVRC validation set
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+DECODERS = ("cpu", "cuda")
+
+
+def _torchvision():
+    try:
+        import torchvision.io as io
+        import torchvision.transforms.v2.functional as TF
+    except Exception as exc:  # the CUDA wheel raises RuntimeError next to a CPU-only torch
+        raise RuntimeError("decoding ImageNet images needs torchvision that matches your torch: "
+                          f"pip install 'rewindkit[vision]' ({type(exc).__name__}: {exc})") from exc
+    return io, TF
+
+
+def imagenet_root(path: str | os.PathLike | None = None) -> Path:
+    if path is not None:
+        return Path(path).expanduser()
+    if os.environ.get("REWINDKIT_IMAGENET"):
+        return Path(os.environ["REWINDKIT_IMAGENET"]).expanduser()
+    return data_dir() / "imagenet"
+
+
+def _scan(split_dir: Path, classes: list[str] | None = None):
+    if not split_dir.is_dir():
+        raise FileNotFoundError(split_dir)
+    found = sorted(d.name for d in os.scandir(split_dir) if d.is_dir())
+    classes = classes or found
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue
+        names = sorted(e.name for e in os.scandir(folder) if e.name.lower().endswith(IMAGE_EXTENSIONS))
+        files += [str(folder / n) for n in names]
+        labels += [label] * len(names)
+    return classes, files, labels
+
+
+def random_resized_crop_box(height: int, width: int, generator: torch.Generator, scale=(0.08, 1.0),
+                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of an Inception-style crop: area fraction uniform in ``scale``, log-aspect
+    uniform in ``ratio``, ten tries, then the largest central crop within the ratio range."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = torch.rand(4, generator=generator).tolist()
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1])
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _to_rgb(image: torch.Tensor) -> torch.Tensor:
+    if image.shape[0] == 1:
+        return image.expand(3, -1, -1)
+    return image[:3]
+
+
+def read_bytes(path: str) -> torch.Tensor:
+    with open(path, "rb") as f:
+        return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+
+
+def decode_file(path: str) -> torch.Tensor:
+    """A file as a 3×H×W uint8 RGB tensor (PIL on the CPU, as torchvision's ImageFolder decodes)."""
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as image:
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item s = this rank's part of the training batch of iteration s (decoded, or raw bytes)."""
+
+    def __init__(self, data: ImageFolderData, batch_size: int, seed: int, decode_here: bool):
+        self.data, self.batch_size, self.seed, self.decode_here = data, batch_size, seed, decode_here
+        self.steps_per_epoch = data.n_train // batch_size
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        if batch_size % self.world:
+            raise ValueError(f"the global batch {batch_size} must divide evenly over {self.world} processes")
+
+    def positions(self, step: int) -> list[tuple[int, int]]:
+        """(image index, position in the global batch) for this rank's slice of iteration ``step``."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if getattr(self, "_epoch", None) != epoch:  # one permutation per epoch, cached per worker
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
+            self._perm, self._epoch = torch.randperm(self.data.n_train, generator=gen), epoch
+        per_rank = self.batch_size // self.world
+        first = self.rank * per_rank
+        return [(int(self._perm[i * self.batch_size + pos]), pos) for pos in range(first, first + per_rank)]
+
+    def __getitem__(self, step: int):
+        _, TF = _torchvision()
+        images, seeds, labels = [], [], []
+        for index, pos in self.positions(step):
+            path = self.data.train_files[index]
+            seed = derive_seed(self.seed, "augment", step, pos)
+            labels.append(self.data.train_labels[index])
+            if self.decode_here:
+                images.append(augment_train_image(decode_file(path), seed, self.data.image_size, TF))
+            else:
+                images.append(read_bytes(path))
+                seeds.append(seed)
+        y = torch.tensor(labels, dtype=torch.long)
+        if self.decode_here:
+            return torch.stack(images), y
+        return images, seeds, y
+
+
+def augment_train_image(image: torch.Tensor, seed: int, size: int, TF=None) -> torch.Tensor:
+    """Random-resized crop to ``size``×``size`` and a random horizontal flip, drawn from ``seed``
+    (CPU or GPU image, same draws either way)."""
+    if TF is None:
+        _, TF = _torchvision()
+    gen = torch.Generator().manual_seed(seed)
+    top, left, h, w = random_resized_crop_box(image.shape[1], image.shape[2], gen)
+    image = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+    return image.flip(-1) if torch.rand((), generator=gen) < 0.5 else image
+
+
+class _EvalImages(torch.utils.data.Dataset):
+    def __init__(self, files, labels, image_size, resize):
+        self.files, self.labels, self.image_size, self.resize = files, labels, image_size, resize
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        _, TF = _torchvision()
+        image = decode_file(self.files[i])
+        image = TF.center_crop(TF.resize(image, self.resize, antialias=True), [self.image_size] * 2)
+        return image, self.labels[i]
+
+
+@dataclass(frozen=True)
+class ImageFolderData:
+    """An ImageFolder-layout dataset streamed from disk; duck-types :class:`rewindkit.data.Dataset`
+    for the training loop (``batches``, ``eval_batches``, ``n_train``, ``input_shape``…)."""
+
+    name: str
+    root: Path
+    classes: tuple[str, ...]
+    train_files: tuple[str, ...]
+    train_labels: tuple[int, ...]
+    val_files: tuple[str, ...]
+    val_labels: tuple[int, ...]
+    test_files: tuple[str, ...]
+    test_labels: tuple[int, ...]
+    image_size: int = 224
+    resize: int = 256
+    workers: int = 8
+    decode: str = "cpu"
+    device_name: str = "cpu"
+
+    def __post_init__(self):
+        if self.decode not in DECODERS:
+            raise ValueError(f"unknown decode {self.decode!r}; choose one of {', '.join(DECODERS)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be ≥ 0; got {self.workers}")
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.device_name)
+
+    def to(self, device) -> ImageFolderData:
+        return replace(self, device_name=str(torch.device(device)))
+
+    def subset(self, n_train: int | None = None, n_eval: int | None = None) -> ImageFolderData:
+        """A fixed random ``n_train`` training images and the first ``n_eval`` validation/test images."""
+        if n_train is not None and not 0 < n_train <= self.n_train:
+            raise ValueError(f"n_train must be in 1..{self.n_train}; got {n_train}")
+        pick = sorted(torch.randperm(self.n_train, generator=torch.Generator().manual_seed(0))[:n_train].tolist()) \
+            if n_train is not None else range(self.n_train)
+        e = slice(None, n_eval)
+        return replace(self, train_files=tuple(self.train_files[i] for i in pick),
+                       train_labels=tuple(self.train_labels[i] for i in pick),
+                       val_files=self.val_files[e], val_labels=self.val_labels[e],
+                       test_files=self.test_files[e], test_labels=self.test_labels[e])
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+        return (x.float() - mean) / std
+
+    def _loader(self, dataset, **options):
+        workers = self.workers
+        return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=self.device.type == "cuda",
+                                           prefetch_factor=4 if workers else None,
+                                           persistent_workers=False, **options)
+
+    def batches(self, batch_size: int, seed: int, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's slice of the training batches of iterations ``start`` … ``stop − 1``, on the device."""
+        if batch_size <= 0 or batch_size > self.n_train:
+            raise ValueError(f"batch_size must be in 1..{self.n_train} (training images); got {batch_size}")
+        gpu_decode = self.decode == "cuda"
+        if gpu_decode and self.device.type != "cuda":
+            raise ValueError(f"decode='cuda' needs a CUDA training device; this dataset is on {self.device}")
+        source = _Batches(self, batch_size, seed, decode_here=not gpu_decode)
+        loader = self._loader(source, batch_size=None, sampler=range(start, stop))
+        for item in loader:
+            if gpu_decode:
+                raw, seeds, y = item
+                x = self._decode_on_gpu(raw, seeds)
+            else:
+                x, y = item
+            yield self.normalize(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+
+    def _decode_on_gpu(self, raw, seeds) -> torch.Tensor:
+        """nvJPEG decoding of the whole batch at once, then the same per-image crop and flip on the GPU."""
+        io, TF = _torchvision()
+        decoded = io.decode_jpeg(raw, device=self.device, mode=io.ImageReadMode.RGB)
+        return torch.stack([augment_train_image(_to_rgb(image), seed, self.image_size, TF)
+                            for image, seed in zip(decoded, seeds)])
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        files, labels = getattr(self, f"{split}_files"), getattr(self, f"{split}_labels")
+        loader = self._loader(_EvalImages(files, labels, self.image_size, self.resize), batch_size=batch_size)
+        for x, y in loader:
+            yield self.normalize(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+
+    def split_size(self, split: str) -> int:
+        return len(getattr(self, f"{split}_labels"))
+
+
+def load_imagenet(path: str | os.PathLike | None = None, *, workers: int | None = None, decode: str | None = None,
+                  image_size: int = 224, resize: int = 256) -> ImageFolderData:
+    """The ImageNet folder at ``path`` (see the module docstring for defaults and layout).
+
+    ``workers`` (default ``$REWINDKIT_LOADER_WORKERS`` or 8) and ``decode`` (default
+    ``$REWINDKIT_DECODE`` or ``cpu``) change only speed, never a batch.
+    """
+    root = imagenet_root(path)
+    try:
+        classes, train_files, train_labels = _scan(root / "train")
+        _, val_files, val_labels = _scan(root / "val", classes)
+    except FileNotFoundError as missing:
+        raise FileNotFoundError(
+            f"ImageNet not found: {missing} is missing. Expected the ImageFolder layout "
+            f"<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG with root {root}; pass path=..., "
+            "or set REWINDKIT_IMAGENET (profile option: --set dataset_options=\"{'path': '...'}\")") from None
+    if not train_files or not val_files:
+        raise FileNotFoundError(f"ImageNet at {root} has {len(train_files)} training and {len(val_files)} "
+                                f"validation images (extensions {', '.join(IMAGE_EXTENSIONS)}); both must be non-empty")
+    perm = torch.randperm(len(val_files), generator=torch.Generator().manual_seed(0)).tolist()
+    n_val = int(round(VALIDATION_FRACTION * len(val_files)))
+    v, t = perm[:n_val], perm[n_val:]
+    workers = int(os.environ.get("REWINDKIT_LOADER_WORKERS", 8)) if workers is None else workers
+    decode = os.environ.get("REWINDKIT_DECODE", "cpu") if decode is None else decode
+    return ImageFolderData("imagenet", root, tuple(classes), tuple(train_files), tuple(train_labels),
+                           tuple(val_files[i] for i in v), tuple(val_labels[i] for i in v),
+                           tuple(val_files[i] for i in t), tuple(val_labels[i] for i in t),
+                           image_size=image_size, resize=resize, workers=workers, decode=decode)

@@ -1,0 +1,226 @@
+"""The GPU path: the same invariants as on the CPU, on CUDA (skipped where there is no GPU, as in CI).
+
+Run on a GPU machine with ``pytest tests/test_cuda.py``; benchmarks/RESULTS.md records where it ran.
+"""
+import math
+import warnings
+
+import pytest
+import torch
+
+from rewindkit import data, models, pruning
+from rewindkit import techniques as T
+from rewindkit.batched import RunSlot, train_batched
+from rewindkit.experiments import run_grid
+from rewindkit.profiles import get_profile
+from rewindkit.training import Hardware, Recipe, TrainState, make_optimizer, snapshot, train_steps
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CUDA = Hardware(device="cuda")
+RECIPE = Recipe(epochs=6, batch_size=32, lr=0.1, milestones=(3, 5), weight_decay=2e-4)
+
+
+def build():
+    return models.create("mnist1d_resnet", depth=8, width=8, num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return data.make_synthetic(n_train=256, n_test=64, shape=(1, 16), num_classes=4, seed=1).to("cuda")
+
+
+@pytest.fixture(scope="module")
+def dense(ds):
+    sched = RECIPE.schedule(ds.n_train)
+    return T.train_dense(build, ds, RECIPE, seed=7, rewind_steps=T.rewind_steps_needed([2, 4], sched),
+                         hardware=CUDA, progress=False)
+
+
+@pytest.mark.parametrize("net", ["resnet20", "mnist1d_resnet"])
+def test_pruning_rules_give_the_same_masks_on_cuda_and_cpu(net):
+    torch.manual_seed(0)
+    cpu_model = models.create(net)
+    gpu_model = models.create(net).cuda()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    for rule in (lambda m: pruning.global_magnitude(m, 0.2), lambda m: pruning.layerwise_magnitude(m, 0.3),
+                 lambda m: pruning.random_pruning(m, 0.1, seed=3), lambda m: pruning.l1_filters(m, "generic_b", 2)):
+        a, b = rule(cpu_model), rule(gpu_model)
+        assert a.equal(b) and all(t.device.type == "cpu" for t in b.values())
+
+
+def test_masked_cuda_training_keeps_pruned_weights_and_momentum_exactly_zero(ds, dense):
+    model = dense.model
+    optimizer = make_optimizer(model, RECIPE, CUDA)
+    T.load_state(model, optimizer, dense.final)
+    mask = pruning.global_magnitude(model, 0.1)
+    params = dict(model.named_parameters())
+    sched = dense.schedule
+
+    def check(*_):
+        for n in mask:
+            keep = mask[n].cuda()
+            assert torch.count_nonzero(params[n][~keep]) == 0, n
+            assert torch.count_nonzero(optimizer.state[params[n]]["momentum_buffer"][~keep]) == 0, n
+
+    train_steps(model, optimizer, ds, sched, 0, 2 * sched.steps_per_epoch, seed=1, batch_size=RECIPE.batch_size,
+                mask=mask, hardware=CUDA, progress=False, on_epoch=check)
+    check()
+    assert abs(mask.density() - 0.1) < 1e-3
+
+
+def test_cuda_run_matches_cpu_run(ds):
+    """Same recipe, data order and augmentation draws: only float rounding differs (fused SGD, cuDNN)."""
+    cpu = T.train_dense(build, ds.to("cpu"), RECIPE, seed=3, progress=False)
+    gpu = T.train_dense(build, ds, RECIPE, seed=3, hardware=CUDA, progress=False)
+    for k, w in cpu.final.model.items():
+        g = gpu.final.model[k]
+        if w.dtype.is_floating_point:
+            assert (g - w).norm() <= 2e-3 * w.norm() + 1e-5, k
+        else:
+            assert torch.equal(g, w), k
+
+
+def test_cuda_resumed_run_equals_uninterrupted(ds):
+    torch.backends.cudnn.deterministic = True
+    try:
+        sched = RECIPE.schedule(ds.n_train)
+        torch.manual_seed(0)
+        initial = build()
+        mask = pruning.global_magnitude(initial, 0.5)
+
+        def run(segments):
+            state = snapshot(initial, make_optimizer(initial, RECIPE), 0)
+            for a, b in segments:
+                model = build().cuda()
+                optimizer = make_optimizer(model, RECIPE, CUDA)
+                T.load_state(model, optimizer, state)
+                train_steps(model, optimizer, ds, sched, a, b, seed=3, batch_size=RECIPE.batch_size, mask=mask,
+                            hardware=CUDA, progress=False)
+                state = snapshot(model, optimizer, b)
+            return state
+
+        whole, pieces = run([(0, sched.total_steps)]), run([(0, 5), (5, 19), (19, sched.total_steps)])
+        for k in whole.model:
+            assert torch.allclose(whole.model[k].float(), pieces.model[k].float(), rtol=1e-5, atol=1e-6), k
+    finally:
+        torch.backends.cudnn.deterministic = False
+
+
+def test_no_host_sync_inside_an_epoch(ds):
+    """Syncs come from the once-per-epoch loss read and the final evaluation, never per step."""
+    model = build().cuda()
+    optimizer = make_optimizer(model, RECIPE, CUDA)
+    sched = RECIPE.schedule(ds.n_train)
+    mask = pruning.global_magnitude(model, 0.3)
+    train_steps(model, optimizer, ds, sched, 0, 2, seed=0, batch_size=RECIPE.batch_size, mask=mask, hardware=CUDA,
+                progress=False)  # warm-up: allocations, cuDNN choices
+    epochs = 3
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_steps(model, optimizer, ds, sched, 0, epochs * sched.steps_per_epoch, seed=0,
+                        batch_size=RECIPE.batch_size, mask=mask, hardware=CUDA, progress=False,
+                        evaluate_every_epoch=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message).lower()]
+    steps = epochs * sched.steps_per_epoch
+    assert steps == 24
+    assert len(syncs) < steps, syncs
+
+
+@pytest.fixture
+def exact_fp32():
+    """TF32 off and deterministic cuDNN, so two ways of computing the same run differ only by fp32 rounding."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
+     torch.backends.cudnn.benchmark) = saved
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cuda_graph_step_equals_eager_step(ds, dense, exact_fp32, bf16):
+    """Whole-step CUDA graphs change how the step is launched, not what it computes: same weights,
+    momentum and BatchNorm statistics as the eager loop, from the very first step (no momentum yet)
+    and from a rewound state, with masks exact."""
+    mask = pruning.global_magnitude(dense.model, 0.2)
+    for start, begin in ((dense.checkpoints[0], 0), (dense.final, dense.schedule.total_steps - 8)):
+        states = []
+        for graphs in (False, True):
+            hw = Hardware(device="cuda", bf16=bf16, cuda_graphs=graphs)
+            model = build().cuda()
+            opt = make_optimizer(model, RECIPE, hw)
+            T.load_state(model, opt, TrainState(start.model, start.optimizer, begin))
+            records = train_steps(model, opt, ds, dense.schedule, begin, begin + 12, seed=4,
+                                  batch_size=RECIPE.batch_size, mask=mask, hardware=hw, progress=False)
+            states.append((snapshot(model, opt, begin + 12), records))
+        (eager, eager_records), (graphed, graphed_records) = states
+        for k, w in eager.model.items():
+            g = graphed.model[k]
+            if w.dtype.is_floating_point:
+                assert torch.allclose(g, w, rtol=1e-5, atol=1e-6), (k, (g - w).abs().max())
+            else:
+                assert torch.equal(g, w), k
+        for i, st in eager.optimizer["state"].items():
+            assert torch.allclose(graphed.optimizer["state"][i]["momentum_buffer"], st["momentum_buffer"],
+                                  rtol=1e-5, atol=1e-6), i
+        assert [r.train_loss for r in graphed_records] == pytest.approx([r.train_loss for r in eager_records],
+                                                                        rel=1e-5)
+        assert [g["lr"] for g in graphed.optimizer["param_groups"]] == [g["lr"] for g in eager.optimizer["param_groups"]]
+        for n in mask:
+            assert torch.count_nonzero(graphed.model[n][~mask[n]]) == 0
+
+
+def test_batched_runs_equal_sequential_runs_on_cuda(ds, dense, exact_fp32):
+    sched = dense.schedule
+    slots = []
+    for i, (tech, density) in enumerate([("lr_rewinding", 0.3), ("fine_tuning", 0.1), ("weight_rewinding", 0.2)]):
+        plan = T.plan_retraining(tech, 2, sched)
+        start = dense.checkpoints[plan.rewind_step] if plan.start_from == "rewind" else dense.final
+        slots.append(RunSlot(TrainState(start.model, start.optimizer, plan.start_step), plan.stop_step, seed=10 + i,
+                             lr_schedule=plan.lr_schedule, mask=pruning.global_magnitude(dense.model, density)))
+    batched = train_batched(build, ds, RECIPE, slots, CUDA)
+    for slot, got in zip(slots, batched):
+        model = build().cuda()
+        opt = make_optimizer(model, RECIPE, CUDA)
+        T.load_state(model, opt, slot.state)
+        train_steps(model, opt, ds, slot.lr_schedule, slot.state.step, slot.stop, seed=slot.seed,
+                    batch_size=RECIPE.batch_size, mask=slot.mask, hardware=CUDA, progress=False)
+        want = snapshot(model, opt, slot.stop)
+        for k, w in want.model.items():
+            if w.dtype.is_floating_point:
+                assert (got.model[k] - w).norm() <= 1e-4 * w.norm() + 1e-6, k
+        for n in slot.mask:
+            assert torch.count_nonzero(got.model[n][~slot.mask[n]]) == 0
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_bf16_fast_path_trains_under_masks(ds, dense, mode):
+    hw = Hardware(device="cuda", bf16=True, channels_last=True, compile=True, compile_mode=mode)
+    mask = pruning.global_magnitude(dense.model, 0.2)
+    plan = T.plan_retraining("lr_rewinding", 2, dense.schedule)
+    model, history = T.retrain(build, ds, RECIPE, plan, mask, final=dense.final, seed=7, hardware=hw,
+                               progress=False)
+    state = model.state_dict()
+    for n in mask:
+        assert torch.count_nonzero(state[n][~mask[n].cuda()]) == 0
+    eager, eager_history = T.retrain(build, ds, RECIPE, plan, mask, final=dense.final, seed=7, hardware=CUDA,
+                                     progress=False)
+    losses = [h.train_loss for h in history]
+    eager_losses = [h.train_loss for h in eager_history]
+    assert all(map(math.isfinite, losses)), losses
+    # bf16 changes rounding, not the recipe: the losses follow the fp32 run closely
+    assert losses == pytest.approx(eager_losses, rel=0.1, abs=0.02)
+
+
+def test_smoke_grid_on_cuda(tmp_path):
+    profile = get_profile("smoke", device="cuda", bf16=True, workers=1)
+    result = run_grid(profile, "one_shot", tmp_path, progress=False)
+    assert len(result.results) > 0 and result.results["test_acc"].notna().all()
+    assert sorted(result.results["density"].round(1).unique()) == [0.1, 0.5]
