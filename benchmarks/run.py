@@ -359,6 +359,52 @@ def bench_imagenet(device, rows, n_images=1536, batch=256):
     print(f"resnet50 training {rate:9.0f} images/s → {1_281_167 / rate:.0f} s per ImageNet epoch", flush=True)
 
 
+def bench_mask_epochs(device, networks, rows, rounds=4, variants=None, n=50_000):
+    """Masked vs dense whole epochs, interleaved round by round (dense, masked, dense, masked, …) so
+    that clock and load drift cancel in the ratio; each round is one epoch through train_steps,
+    CUDA-graph capture included (the same for both)."""
+    from rewindkit import data as D
+    from rewindkit.schedules import StepSchedule
+    from rewindkit.training import train_steps
+
+    variants = variants or {"CUDA graph per step bf16 channels_last": Hardware(
+        device=device, bf16=True, channels_last=True, cuda_graphs=True)}
+    g = torch.Generator().manual_seed(0)
+    empty_x, empty_y = torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+    ds = D.Dataset("cifar-shaped", torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (n,), generator=g), empty_x, empty_y, empty_x, empty_y, num_classes=10,
+                   augmentation="cifar", per_image_standardization=True).to(device)
+    spe = n // 128
+    sched = StepSchedule(0.1, 182, spe, (91, 136))
+    for net in networks:
+        for vname, hw in variants.items():
+            runs = {}
+            for style in ("dense", "masked"):
+                torch.manual_seed(0)
+                model = prepare_model(models.create(net), hw)
+                runs[style] = (model, make_optimizer(model, Recipe(), hw),
+                               pruning.random_pruning(model, 0.1, seed=0) if style == "masked" else None)
+            times = {"dense": [], "masked": []}
+            for r in range(rounds + 1):
+                for style, (model, opt, mask) in runs.items():
+                    sync(device)
+                    start = time.perf_counter()
+                    train_steps(model, opt, ds, sched, r * spe, (r + 1) * spe, seed=0, batch_size=128, mask=mask,
+                                hardware=hw, evaluate_every_epoch=False, progress=False)
+                    sync(device)
+                    if r:  # round 0 is warm-up (compilation, autotuning)
+                        times[style].append(time.perf_counter() - start)
+            ratio = statistics.median([m / d for m, d in zip(times["masked"], times["dense"])])
+            for style in ("dense", "masked"):
+                rows.append({"benchmark": f"interleaved epochs {net} ({n // 1000}k images, b128)", "variant": f"{vname}, {style}",
+                             "value": statistics.median(times[style]), "unit": "s/epoch",
+                             "ratio_vs_dense": round(ratio, 3) if style == "masked" else 1.0,
+                             "target": "≤ 1.03" if style == "masked" else ""})
+            print(f"interleaved {net:9s} {vname:40s} dense {statistics.median(times['dense']):.3f} s  masked "
+                  f"{statistics.median(times['masked']):.3f} s  ×{ratio:.3f} (per-round ratios "
+                  f"{', '.join(f'{m / d:.3f}' for m, d in zip(times['masked'], times['dense']))})", flush=True)
+
+
 def bench_grid(rows):
     import tempfile
     from dataclasses import replace
@@ -399,7 +445,7 @@ def main(argv=None):
                         help="also time whole epochs through the training loop (default on CUDA)")
     parser.add_argument("--variants", nargs="*", help="epoch benchmark: only these hardware variants "
                         "(eager-fp32, eager-bf16, graphs, compiled-graphs)")
-    parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "imagenet", "grid"],
+    parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "mask-epochs", "imagenet", "grid"],
                         help="run only these parts")
     parser.add_argument("--csv", help="where to write the table")
     args = parser.parse_args(argv)
@@ -450,6 +496,9 @@ def main(argv=None):
         write()
     if "epoch" in parts:
         bench_epoch(args.device, [n for n in args.networks if n != "mnist1d_resnet"], rows, variants=variants)
+        write()
+    if "mask-epochs" in parts:
+        bench_mask_epochs(args.device, [n for n in args.networks if n != "mnist1d_resnet"], rows, variants=variants)
         write()
     if "grid" in parts:
         bench_grid(rows)

@@ -102,6 +102,13 @@ class RunSpec:
         return hashlib.sha256(_canonical(self.config()).encode()).hexdigest()[:16]
 
     @property
+    def epochs(self) -> float:
+        """Epochs this run trains: T for dense and reinitialized runs, t for the other techniques."""
+        if self.is_dense or self.technique == "reinitialization":
+            return float(self.setup["recipe"]["epochs"])
+        return float(self.retrain_time)
+
+    @property
     def dependencies(self) -> tuple[str, ...]:
         return tuple(d for d in dict.fromkeys((self.parent, self.dense)) if d is not None)
 

@@ -137,12 +137,12 @@ PROFILES: dict[str, Profile] = {
         seeds=(1, 2, 3), device="cpu", channels_last=True, workers=2),
     "paper": Profile(
         name="paper", network="resnet56", dataset="cifar10", retrain_times=_PAPER_T,
-        structured_configs=("resnet56_a", "resnet56_b"), channels_last=True),
+        structured_configs=("resnet56_a", "resnet56_b"), channels_last=True, cuda_graphs=True),
     "cifar_short": Profile(
         name="cifar_short", network="resnet20", dataset="cifar10", epochs=30, milestones=(15, 23),
         densities=tuple(round(0.8**k, 6) for k in (2, 4, 6, 8, 10)), retrain_times=(3, 9, 15, 23, 27, 30),
         iterative_levels=10, iterative_retrain_times={"fine_tuning": 30, "weight_rewinding": 27, "lr_rewinding": 30},
-        structured_configs=("generic_a", "generic_b"), channels_last=True),
+        structured_configs=("generic_a", "generic_b"), channels_last=True, cuda_graphs=True),
 }
 # ImageNet (paper §2): torchvision ResNet-50, 90 epochs at batch 1024, LR 0.4 after 5 warm-up epochs,
 # ×0.1 at 30/60/80, Nesterov, weight decay 1e-4 without BatchNorm, fine-tuning at 0.0004, t = 9…90.

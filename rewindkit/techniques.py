@@ -127,7 +127,19 @@ def load_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainS
     ``Optimizer.load_state_dict`` keeps tensors that are already on the right device, and training
     would then update the saved momentum buffers in place."""
     model.load_state_dict(state.model)
+    # load_state_dict also restores the saved 'fused'/'foreach' flags; keep this optimizer's own
+    # (a state saved by a CPU run must still step with fused CUDA kernels, which CUDA graphs need)
+    flags = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in optimizer.param_groups]
     optimizer.load_state_dict(copy.deepcopy(state.optimizer))
+    for group, own in zip(optimizer.param_groups, flags):
+        group.update(own)
+    # Buffers take their parameter's memory layout (a state saved in NCHW, retrained channels_last):
+    # fused CUDA SGD needs parameters, gradients and buffers with the same strides.
+    with torch.no_grad():
+        for p, st in optimizer.state.items():
+            for key, value in st.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    st[key] = torch.empty_like(p).copy_(value)
 
 
 @dataclass

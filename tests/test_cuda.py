@@ -37,6 +37,18 @@ def dense(ds):
                          hardware=CUDA, progress=False)
 
 
+@pytest.fixture
+def exact_fp32():
+    """TF32 off and deterministic cuDNN, so two ways of computing the same run differ only by fp32 rounding."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
+     torch.backends.cudnn.benchmark) = saved
+
+
 @pytest.mark.parametrize("net", ["resnet20", "mnist1d_resnet"])
 def test_pruning_rules_give_the_same_masks_on_cuda_and_cpu(net):
     torch.manual_seed(0)
@@ -69,14 +81,16 @@ def test_masked_cuda_training_keeps_pruned_weights_and_momentum_exactly_zero(ds,
     assert abs(mask.density() - 0.1) < 1e-3
 
 
-def test_cuda_run_matches_cpu_run(ds):
-    """Same recipe, data order and augmentation draws: only float rounding differs (fused SGD, cuDNN)."""
-    cpu = T.train_dense(build, ds.to("cpu"), RECIPE, seed=3, progress=False)
-    gpu = T.train_dense(build, ds, RECIPE, seed=3, hardware=CUDA, progress=False)
+def test_cuda_run_matches_cpu_run(ds, exact_fp32):
+    """Same recipe, data order and augmentation draws: only float rounding differs (fused SGD, cuDNN).
+    One epoch: training amplifies rounding differences exponentially, so longer runs drift apart."""
+    recipe = Recipe(epochs=1, batch_size=32, lr=0.1, milestones=(), weight_decay=2e-4)
+    cpu = T.train_dense(build, ds.to("cpu"), recipe, seed=3, progress=False)
+    gpu = T.train_dense(build, ds, recipe, seed=3, hardware=CUDA, progress=False)
     for k, w in cpu.final.model.items():
         g = gpu.final.model[k]
         if w.dtype.is_floating_point:
-            assert (g - w).norm() <= 2e-3 * w.norm() + 1e-5, k
+            assert (g - w).norm() <= 1e-4 * w.norm() + 1e-6, k
         else:
             assert torch.equal(g, w), k
 
@@ -132,25 +146,16 @@ def test_no_host_sync_inside_an_epoch(ds):
     assert len(syncs) < steps, syncs
 
 
-@pytest.fixture
-def exact_fp32():
-    """TF32 off and deterministic cuDNN, so two ways of computing the same run differ only by fp32 rounding."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    yield
-    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
-     torch.backends.cudnn.benchmark) = saved
-
-
 @pytest.mark.parametrize("bf16", [False, True])
 def test_cuda_graph_step_equals_eager_step(ds, dense, exact_fp32, bf16):
     """Whole-step CUDA graphs change how the step is launched, not what it computes: same weights,
     momentum and BatchNorm statistics as the eager loop, from the very first step (no momentum yet)
     and from a rewound state, with masks exact."""
     mask = pruning.global_magnitude(dense.model, 0.2)
-    for start, begin in ((dense.checkpoints[0], 0), (dense.final, dense.schedule.total_steps - 8)):
+    torch.manual_seed(5)
+    fresh = build()
+    initial = snapshot(fresh, make_optimizer(fresh, RECIPE), 0)  # no momentum buffers yet
+    for start, begin in ((initial, 0), (dense.final, dense.schedule.total_steps - 8)):
         states = []
         for graphs in (False, True):
             hw = Hardware(device="cuda", bf16=bf16, cuda_graphs=graphs)
@@ -202,6 +207,7 @@ def test_batched_runs_equal_sequential_runs_on_cuda(ds, dense, exact_fp32):
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_bf16_fast_path_trains_under_masks(ds, dense, mode):
+    """Retraining channels_last from a state saved in NCHW (buffers adopt the parameters' layout)."""
     hw = Hardware(device="cuda", bf16=True, channels_last=True, compile=True, compile_mode=mode)
     mask = pruning.global_magnitude(dense.model, 0.2)
     plan = T.plan_retraining("lr_rewinding", 2, dense.schedule)

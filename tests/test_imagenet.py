@@ -132,8 +132,11 @@ def test_gpu_decoding_gives_the_same_batches_as_cpu_decoding(folder):
     gpu = imagenet.load_imagenet(folder, workers=0, decode="cuda").to("cuda")
     for (a, ya), (b, yb) in zip(cpu.batches(8, 1, 0, 3), gpu.batches(8, 1, 0, 3)):
         assert torch.equal(ya, yb)
-        # nvJPEG and libjpeg round the inverse DCT differently: pixel values within a few levels
-        assert (a - b).abs().mean() < 0.05, (a - b).abs().mean()
+        # nvJPEG and libjpeg differ in IDCT rounding and chroma upsampling, so pixels differ by a few
+        # levels; the crops, flips and order are the same, so the images correlate almost perfectly
+        # (a different crop of these noise images would correlate near 0)
+        corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+        assert corr > 0.9, corr
 
 
 @needs_torchvision

@@ -217,3 +217,32 @@ def test_retraining_never_modifies_the_saved_state(ds, dense):
                   seed=7, progress=False)
     assert all(torch.equal(dense.final.optimizer["state"][k]["momentum_buffer"], v) for k, v in before.items())
     assert states_equal(dense.final.model, weights)
+
+
+def test_loaded_momentum_takes_the_parameters_memory_layout(dense):
+    """A state saved in NCHW, retrained channels_last: fused SGD needs equal strides (found on a GPU)."""
+    model = models.create("resnet20")
+    optimizer = make_optimizer(model, RECIPE)
+    x = torch.randn(4, 3, 32, 32)
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
+    optimizer.step()
+    saved = snapshot(model, optimizer, 1)
+    target = models.create("resnet20").to(memory_format=torch.channels_last)
+    opt2 = make_optimizer(target, RECIPE)
+    T.load_state(target, opt2, saved)
+    conv = target.stem.weight if hasattr(target, "stem") else next(p for p in target.parameters() if p.dim() == 4)
+    buf = opt2.state[conv]["momentum_buffer"]
+    assert conv.stride() != tuple(torch.empty(conv.shape).stride())  # the parameter really is channels_last
+    assert buf.stride() == conv.stride()
+    assert torch.equal(buf, saved.optimizer["state"][list(dict(target.named_parameters())).index(
+        next(n for n, p in target.named_parameters() if p is conv))]["momentum_buffer"])
+
+
+def test_loading_a_state_keeps_the_optimizers_own_kernel_choice(dense):
+    from rewindkit.training import Hardware
+    model = build()
+    optimizer = make_optimizer(model, RECIPE, Hardware(device="cuda"))  # fused (constructed on the CPU here)
+    saved = dense.final  # saved by a foreach optimizer
+    assert saved.optimizer["param_groups"][0]["foreach"] is True
+    T.load_state(model, optimizer, saved)
+    assert optimizer.param_groups[0]["fused"] is True and not optimizer.param_groups[0]["foreach"]
