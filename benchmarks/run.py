@@ -245,12 +245,21 @@ def bench_batched(device, rows, networks, n_runs=8):
                   flush=True)
 
 
+def cifar_shaped(device, n):
+    """``n`` random uint8 images in CIFAR-10's shape and augmentation, on ``device`` (no eval sets)."""
+    from rewindkit import data as D
+    g = torch.Generator().manual_seed(0)
+    empty_x, empty_y = torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+    return D.Dataset("cifar-shaped", torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 10, (n,), generator=g), empty_x, empty_y, empty_x, empty_y, num_classes=10,
+                     augmentation="cifar", per_image_standardization=True).to(device)
+
+
 def bench_epoch(device, networks, rows, epochs=2, variants=None, n=50_000):
     """Seconds per training epoch through the engine's own loop (:func:`train_steps`): CIFAR-shaped
     uint8 data resident on the device (50,000 images, batch 128, 390 steps), augmented there, dense
     vs 90% pruned, for each hardware variant. The first epoch is warm-up (compilation, cuDNN
     autotuning); the reported time is the median of the following ones."""
-    from rewindkit import data as D
     from rewindkit.schedules import StepSchedule
     from rewindkit.training import train_steps
 
@@ -262,12 +271,7 @@ def bench_epoch(device, networks, rows, epochs=2, variants=None, n=50_000):
         "compiled + CUDA graph per step bf16 channels_last": Hardware(device=device, bf16=True, channels_last=True,
                                                                       compile=True, cuda_graphs=True),
     }
-    g = torch.Generator().manual_seed(0)
-    ds = D.Dataset("cifar-shaped", torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                   torch.randint(0, 10, (n,), generator=g), torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
-                   torch.zeros(0, dtype=torch.long), torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
-                   torch.zeros(0, dtype=torch.long), num_classes=10, augmentation="cifar",
-                   per_image_standardization=True).to(device)
+    ds = cifar_shaped(device, n)
     recipe = Recipe()
     spe = n // recipe.batch_size
     for net in networks:
@@ -363,17 +367,12 @@ def bench_mask_epochs(device, networks, rows, rounds=4, variants=None, n=50_000)
     """Masked vs dense whole epochs, interleaved round by round (dense, masked, dense, masked, …) so
     that clock and load drift cancel in the ratio; each round is one epoch through train_steps,
     CUDA-graph capture included (the same for both)."""
-    from rewindkit import data as D
     from rewindkit.schedules import StepSchedule
     from rewindkit.training import train_steps
 
     variants = variants or {"CUDA graph per step bf16 channels_last": Hardware(
         device=device, bf16=True, channels_last=True, cuda_graphs=True)}
-    g = torch.Generator().manual_seed(0)
-    empty_x, empty_y = torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
-    ds = D.Dataset("cifar-shaped", torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                   torch.randint(0, 10, (n,), generator=g), empty_x, empty_y, empty_x, empty_y, num_classes=10,
-                   augmentation="cifar", per_image_standardization=True).to(device)
+    ds = cifar_shaped(device, n)
     spe = n // 128
     sched = StepSchedule(0.1, 182, spe, (91, 136))
     for net in networks:

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -47,7 +46,7 @@ from .masks import Mask
 from .profiles import GRID_KINDS, Profile
 from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from .techniques import TECHNIQUES, Technique, load_state, plan_retraining, start_retraining
+from .techniques import Technique, load_state, plan_retraining, start_retraining
 from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model,
                        progress_enabled, train_steps)
 

@@ -154,7 +154,9 @@ class MaskEnforcer:
         params = dict(model.named_parameters())
         self.names = list(mask)
         self.params = [params[n] for n in self.names]
-        self.factors = [mask[n].to(device=params[n].device, dtype=params[n].dtype) for n in self.names]
+        # factors in each parameter's own layout (e.g. channels_last): foreach kernels take their
+        # fast path only when every pair of tensors has the same strides
+        self.factors = [torch.empty_like(params[n]).copy_(mask[n]) for n in self.names]
         self.mask = mask
 
     @torch.no_grad()

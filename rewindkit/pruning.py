@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .masks import Mask, prunable_weight_names
+from .masks import Mask
 
 
 def _check_density(density: float) -> float:

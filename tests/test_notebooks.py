@@ -1,7 +1,5 @@
 """Every notebook through papermill in the smoke profile, checking the tables it writes."""
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest

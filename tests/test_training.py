@@ -246,3 +246,14 @@ def test_loading_a_state_keeps_the_optimizers_own_kernel_choice(dense):
     assert saved.optimizer["param_groups"][0]["foreach"] is True
     T.load_state(model, optimizer, saved)
     assert optimizer.param_groups[0]["fused"] is True and not optimizer.param_groups[0]["foreach"]
+
+
+def test_mask_factors_share_the_parameters_layout():
+    """foreach multiplies fall back to one kernel per tensor when strides differ (seen on an H100)."""
+    model = models.create("resnet20").to(memory_format=torch.channels_last)
+    enforcer = MaskEnforcer(model, pruning.random_pruning(model, 0.2, seed=1))
+    assert any(p.dim() == 4 for p in enforcer.params)
+    assert all(f.stride() == p.stride() and f.dtype == p.dtype for p, f in zip(enforcer.params, enforcer.factors))
+    enforcer.apply_to_weights()
+    for p, f in zip(enforcer.params, enforcer.factors):
+        assert torch.count_nonzero(p[f == 0]) == 0
