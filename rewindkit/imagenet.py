@@ -16,9 +16,9 @@ from a per-epoch permutation, each image's crop and flip from a generator seeded
 position) — so a resumed run, a run with any number of loader workers, and a torchrun run (each
 rank decodes only its slice of the global batch) all see the same images.
 
-Decoding runs with PIL in ``workers`` loader processes (``decode="cpu"``, default) or with nvJPEG on the GPU
-(``decode="cuda"``: the workers only read the files; JPEG only). torchvision is needed to decode
-and only for that (``pip install "rewindkit[vision]"``); finding and splitting the files does not.
+Decoding runs with PIL in ``workers`` loader processes (``decode="cpu"``, default; JPEGs are decoded
+at a reduced DCT scale when the crop allows it) or with nvJPEG on the GPU (``decode="cuda"``: the
+workers only read the files; JPEG only; needs torchvision, ``pip install "rewindkit[vision]"``).
 """
 
 from __future__ import annotations
@@ -110,12 +110,53 @@ def read_bytes(path: str) -> torch.Tensor:
         return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
 
 
-def decode_file(path: str) -> torch.Tensor:
-    """A file as a 3×H×W uint8 RGB tensor (PIL on the CPU, as torchvision's ImageFolder decodes)."""
+def _pil_to_tensor(image) -> torch.Tensor:
     import numpy as np
+    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def train_image_cpu(path: str, seed: int, size: int) -> torch.Tensor:
+    """Decode, random-resized crop to ``size``×``size`` and flip one training image with PIL, drawing
+    the crop and flip from ``seed`` exactly as :func:`augment_train_image` does.
+
+    Speed without changing the augmentation's distribution: the crop box is drawn from the file's
+    header size before decoding; a JPEG is then decoded at the largest DCT reduction (½, ¼, ⅛) that
+    still leaves the crop at least ``size`` pixels on its short side, and PIL crops and resizes
+    (antialiased bilinear) in one pass. Pixel values differ from decoding at full size by the
+    smoothing of that antialiased downscale only.
+    """
+    from PIL import Image
+    gen = torch.Generator().manual_seed(seed)
+    with Image.open(path) as image:
+        width, height = image.size
+        top, left, h, w = random_resized_crop_box(height, width, gen)
+        reduce = 1
+        while reduce < 8 and min(h, w) >= 2 * reduce * size:
+            reduce *= 2
+        if reduce > 1 and image.format == "JPEG":
+            image.draft("RGB", (-(-width // reduce), -(-height // reduce)))
+        sx, sy = image.size[0] / width, image.size[1] / height
+        image = image.convert("RGB").resize((size, size), Image.BILINEAR,
+                                            box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+        flip = bool(torch.rand((), generator=gen) < 0.5)
+    tensor = _pil_to_tensor(image)
+    return tensor.flip(-1) if flip else tensor
+
+
+def eval_image_cpu(path: str, resize: int, size: int) -> torch.Tensor:
+    """Resize the short side to ``resize`` and center-crop ``size``×``size`` (paper §2), with PIL;
+    JPEGs are decoded at the largest DCT reduction that keeps the short side ≥ ``resize``."""
     from PIL import Image
     with Image.open(path) as image:
-        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+        if image.format == "JPEG":
+            image.draft("RGB", (resize, resize))
+        image = image.convert("RGB")
+        width, height = image.size
+        scale = resize / min(width, height)
+        new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        image = image.resize((new_w, new_h), Image.BILINEAR).crop((left, top, left + size, top + size))
+    return _pil_to_tensor(image)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -139,14 +180,13 @@ class _Batches(torch.utils.data.Dataset):
         return [(int(self._perm[i * self.batch_size + pos]), pos) for pos in range(first, first + per_rank)]
 
     def __getitem__(self, step: int):
-        _, TF = _torchvision()
         images, seeds, labels = [], [], []
         for index, pos in self.positions(step):
             path = self.data.train_files[index]
             seed = derive_seed(self.seed, "augment", step, pos)
             labels.append(self.data.train_labels[index])
             if self.decode_here:
-                images.append(augment_train_image(decode_file(path), seed, self.data.image_size, TF))
+                images.append(train_image_cpu(path, seed, self.data.image_size))
             else:
                 images.append(read_bytes(path))
                 seeds.append(seed)
@@ -175,10 +215,7 @@ class _EvalImages(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        _, TF = _torchvision()
-        image = decode_file(self.files[i])
-        image = TF.center_crop(TF.resize(image, self.resize, antialias=True), [self.image_size] * 2)
-        return image, self.labels[i]
+        return eval_image_cpu(self.files[i], self.resize, self.image_size), self.labels[i]
 
 
 @dataclass(frozen=True)

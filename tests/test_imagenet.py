@@ -108,7 +108,6 @@ def test_random_resized_crop_box_stays_inside_the_image_with_the_paper_ranges():
     assert min(ratios) > 0.74 and max(ratios) < 1.34
 
 
-@needs_torchvision
 def test_training_batches_are_a_function_of_seed_and_step(folder):
     ds = imagenet.load_imagenet(folder, workers=0)
     first = list(ds.batches(8, seed=3, start=0, stop=5))
