@@ -256,6 +256,18 @@ def cifar_shaped(device, n):
                      augmentation="cifar", per_image_standardization=True).to(device)
 
 
+def dense_and_masked(net, hw, recipe=Recipe()):
+    """style → (model, optimizer, mask): the same initial network dense and with 90% of its prunable
+    weights pruned at random, for the masked ÷ dense ratios."""
+    out = {}
+    for style in ("dense", "masked"):
+        torch.manual_seed(0)
+        model = prepare_model(models.create(net), hw)
+        out[style] = (model, make_optimizer(model, recipe, hw),
+                      pruning.random_pruning(model, 0.1, seed=0) if style == "masked" else None)
+    return out
+
+
 def bench_epoch(device, networks, rows, epochs=2, variants=None, n=50_000):
     """Seconds per training epoch through the engine's own loop (:func:`train_steps`): CIFAR-shaped
     uint8 data resident on the device (50,000 images, batch 128, 390 steps), augmented there, dense
@@ -278,11 +290,7 @@ def bench_epoch(device, networks, rows, epochs=2, variants=None, n=50_000):
     for net in networks:
         for vname, hw in variants.items():
             times = {}
-            for style in ("dense", "masked"):
-                torch.manual_seed(0)
-                model = prepare_model(models.create(net), hw)
-                opt = make_optimizer(model, recipe, hw)
-                mask = pruning.random_pruning(model, 0.1, seed=0) if style == "masked" else None
+            for style, (model, opt, mask) in dense_and_masked(net, hw).items():
                 marks = []
 
                 def on_epoch(record, *_):
@@ -304,7 +312,6 @@ def bench_epoch(device, networks, rows, epochs=2, variants=None, n=50_000):
                                         else "≤ 1.03")})
                 print(f"epoch {net:9s} {vname:42s} {style:7s} {times[style]:7.3f} s/epoch "
                       f"(first epoch {first:.1f} s)  ×{times[style] / times['dense']:.3f} vs dense", flush=True)
-                del model, opt
 
 
 def bench_imagenet(device, rows, n_images=2048, batch=64, train=True):
@@ -387,12 +394,7 @@ def bench_mask_epochs(device, networks, rows, rounds=4, variants=None, n=50_000)
     sched = StepSchedule(0.1, 182, spe, (91, 136))
     for net in networks:
         for vname, hw in variants.items():
-            runs = {}
-            for style in ("dense", "masked"):
-                torch.manual_seed(0)
-                model = prepare_model(models.create(net), hw)
-                runs[style] = (model, make_optimizer(model, Recipe(), hw),
-                               pruning.random_pruning(model, 0.1, seed=0) if style == "masked" else None)
+            runs = dense_and_masked(net, hw)
             times = {"dense": [], "masked": []}
             for r in range(rounds + 1):
                 for style, (model, opt, mask) in runs.items():

@@ -15,6 +15,8 @@ from rewindkit.experiments import run_grid
 from rewindkit.profiles import get_profile
 from rewindkit.training import Hardware, Recipe, TrainState, make_optimizer, snapshot, train_steps
 
+from helpers import train_in_segments
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = Hardware(device="cuda")
@@ -95,30 +97,15 @@ def test_cuda_run_matches_cpu_run(ds, exact_fp32):
             assert torch.equal(g, w), k
 
 
-def test_cuda_resumed_run_equals_uninterrupted(ds):
-    torch.backends.cudnn.deterministic = True
-    try:
-        sched = RECIPE.schedule(ds.n_train)
-        torch.manual_seed(0)
-        initial = build()
-        mask = pruning.global_magnitude(initial, 0.5)
-
-        def run(segments):
-            state = snapshot(initial, make_optimizer(initial, RECIPE), 0)
-            for a, b in segments:
-                model = build().cuda()
-                optimizer = make_optimizer(model, RECIPE, CUDA)
-                T.load_state(model, optimizer, state)
-                train_steps(model, optimizer, ds, sched, a, b, seed=3, batch_size=RECIPE.batch_size, mask=mask,
-                            hardware=CUDA, progress=False)
-                state = snapshot(model, optimizer, b)
-            return state
-
-        whole, pieces = run([(0, sched.total_steps)]), run([(0, 5), (5, 19), (19, sched.total_steps)])
-        for k in whole.model:
-            assert torch.allclose(whole.model[k].float(), pieces.model[k].float(), rtol=1e-5, atol=1e-6), k
-    finally:
-        torch.backends.cudnn.deterministic = False
+def test_cuda_resumed_run_equals_uninterrupted(ds, exact_fp32):
+    stop = RECIPE.schedule(ds.n_train).total_steps
+    torch.manual_seed(0)
+    initial = build()
+    mask = pruning.global_magnitude(initial, 0.5)
+    whole = train_in_segments(build, ds, RECIPE, initial, mask, [(0, stop)], CUDA)
+    pieces = train_in_segments(build, ds, RECIPE, initial, mask, [(0, 5), (5, 19), (19, stop)], CUDA)
+    for k in whole.model:
+        assert torch.allclose(whole.model[k].float(), pieces.model[k].float(), rtol=1e-5, atol=1e-6), k
 
 
 def test_no_host_sync_inside_an_epoch(ds):

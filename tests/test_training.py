@@ -7,6 +7,8 @@ from rewindkit.masks import Mask, MaskEnforcer
 from rewindkit.schedules import StepSchedule
 from rewindkit.training import Recipe, make_optimizer, snapshot, train_steps
 
+from helpers import train_in_segments
+
 RECIPE = Recipe(epochs=6, batch_size=32, lr=0.1, milestones=(3, 5), weight_decay=2e-4)
 
 
@@ -155,25 +157,12 @@ def test_weight_rewinding_to_init_with_ones_mask_reproduces_dense_run(ds, dense)
 
 
 def test_resumed_run_equals_uninterrupted(ds):
-    sched = RECIPE.schedule(ds.n_train)
-    stop = sched.total_steps
+    stop = RECIPE.schedule(ds.n_train).total_steps
     torch.manual_seed(0)
     initial = build()
     mask = pruning.global_magnitude(initial, 0.5)
-
-    def run(segments):
-        state = snapshot(initial, make_optimizer(initial, RECIPE), 0)
-        for a, b in segments:
-            model = build()  # fresh objects, as after a crash
-            optimizer = make_optimizer(model, RECIPE)
-            T.load_state(model, optimizer, state)
-            train_steps(model, optimizer, ds, sched, a, b, seed=3, batch_size=RECIPE.batch_size,
-                        mask=mask, progress=False)
-            state = snapshot(model, optimizer, b)
-        return state
-
-    whole = run([(0, stop)])
-    pieces = run([(0, 5), (5, 11), (11, stop)])
+    whole = train_in_segments(build, ds, RECIPE, initial, mask, [(0, stop)])
+    pieces = train_in_segments(build, ds, RECIPE, initial, mask, [(0, 5), (5, 11), (11, stop)])
     assert states_equal(whole.model, pieces.model)
     assert all(torch.equal(whole.optimizer["state"][k]["momentum_buffer"], pieces.optimizer["state"][k]["momentum_buffer"])
                for k in whole.optimizer["state"])
