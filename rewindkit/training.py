@@ -183,6 +183,23 @@ def _autocast(hardware: Hardware):
     return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=not hardware.cuda_graphs)
 
 
+def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: MaskEnforcer | None,
+             hardware: Hardware, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
+    """One masked SGD step (paper §3.1): loss, backward, gradients masked, optimizer step, weights
+    masked; the loss is added to ``loss_sum`` on the device (no host sync). Eager and captured
+    training both run exactly this."""
+    with _autocast(hardware):
+        loss = F.cross_entropy(forward(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if enforcer is not None:
+        enforcer.apply_to_grads()
+    optimizer.step()
+    if enforcer is not None:
+        enforcer.apply_to_weights()
+    loss_sum += loss.detach().float()
+
+
 class CapturedStep:
     """One training step (forward, loss, backward, gradient mask, SGD, weight mask) captured as a
     CUDA graph and replayed with new batch and learning-rate values: one launch per step instead of
@@ -238,16 +255,7 @@ class CapturedStep:
             live.copy_(copy)
 
     def _step(self):
-        with _autocast(self.hardware):
-            loss = F.cross_entropy(self.forward(self.x), self.y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.enforcer is not None:
-            self.enforcer.apply_to_grads()
-        self.optimizer.step()
-        if self.enforcer is not None:
-            self.enforcer.apply_to_weights()
-        self.loss_sum += loss.detach().float()
+        sgd_step(self.forward, self.optimizer, self.enforcer, self.hardware, self.x, self.y, self.loss_sum)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         self.x.copy_(x)
@@ -325,16 +333,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
                 loss_sum = captured.loss_sum
             captured(x, y, lr)
         else:
-            with _autocast(hardware):
-                loss = F.cross_entropy(forward(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if enforcer is not None:
-                enforcer.apply_to_grads()
-            optimizer.step()
-            if enforcer is not None:
-                enforcer.apply_to_weights()
-            loss_sum += loss.detach().float()
+            sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum)
         loss_count += 1
         done = step + 1
         if bar is not None:

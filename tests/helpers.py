@@ -74,3 +74,14 @@ def train_in_segments(build, ds, recipe, initial, mask, segments, hardware=None,
                     hardware=hardware, progress=False)
         state = snapshot(model, optimizer, b)
     return state
+
+
+def assert_weights_close(got: dict, want: dict, rtol=1e-5, atol=1e-6):
+    """Every floating tensor of two state dicts within ``rtol``/``atol``; every other tensor equal."""
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        g = got[k]
+        if w.dtype.is_floating_point:
+            assert torch.allclose(g, w, rtol=rtol, atol=atol), (k, (g - w).abs().max())
+        else:
+            assert torch.equal(g, w), k

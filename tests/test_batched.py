@@ -6,6 +6,8 @@ from rewindkit import techniques as T
 from rewindkit.batched import RunSlot, train_batched
 from rewindkit.training import Recipe, TrainState, make_optimizer, snapshot, train_steps
 
+from helpers import assert_weights_close
+
 RECIPE = Recipe(epochs=8, batch_size=32, lr=0.1, milestones=(4, 6), weight_decay=2e-4)
 
 
@@ -51,12 +53,7 @@ def test_batched_runs_equal_sequential_runs(setup):
     for slot, got in zip(slots, batched):
         want = sequential(ds, slot)
         assert got.step == want.step == slot.stop
-        for k, w in want.model.items():
-            g = got.model[k]
-            if w.dtype.is_floating_point:
-                assert torch.allclose(g, w, rtol=1e-5, atol=1e-6), (k, (g - w).abs().max())
-            else:
-                assert torch.equal(g, w), k
+        assert_weights_close(got.model, want.model)
         for n in slot.mask:  # same masks exactly: pruned weights and momentum exactly zero
             assert torch.count_nonzero(got.model[n][~slot.mask[n]]) == 0
         gs, ws = got.optimizer["state"], want.optimizer["state"]

@@ -15,7 +15,7 @@ from rewindkit.experiments import run_grid
 from rewindkit.profiles import get_profile
 from rewindkit.training import Hardware, Recipe, TrainState, make_optimizer, snapshot, train_steps
 
-from helpers import train_in_segments
+from helpers import assert_weights_close, train_in_segments
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -153,12 +153,7 @@ def test_cuda_graph_step_equals_eager_step(ds, dense, exact_fp32, bf16):
                                   batch_size=RECIPE.batch_size, mask=mask, hardware=hw, progress=False)
             states.append((snapshot(model, opt, begin + 12), records))
         (eager, eager_records), (graphed, graphed_records) = states
-        for k, w in eager.model.items():
-            g = graphed.model[k]
-            if w.dtype.is_floating_point:
-                assert torch.allclose(g, w, rtol=1e-5, atol=1e-6), (k, (g - w).abs().max())
-            else:
-                assert torch.equal(g, w), k
+        assert_weights_close(graphed.model, eager.model)
         for i, st in eager.optimizer["state"].items():
             assert torch.allclose(graphed.optimizer["state"][i]["momentum_buffer"], st["momentum_buffer"],
                                   rtol=1e-5, atol=1e-6), i
