@@ -6,7 +6,7 @@ from rewindkit import techniques as T
 from rewindkit.batched import RunSlot, train_batched
 from rewindkit.training import Recipe, TrainState, make_optimizer, snapshot, train_steps
 
-from helpers import assert_weights_close
+from helpers import assert_close_across_kernels, kernel_path_tolerance, momentum_buffers
 
 RECIPE = Recipe(epochs=8, batch_size=32, lr=0.1, milestones=(4, 6), weight_decay=2e-4)
 
@@ -50,17 +50,21 @@ def test_batched_runs_equal_sequential_runs(setup):
     slots = slots_for(sched, dense)
     batched = train_batched(build, ds, RECIPE, slots)
     assert len(batched) == len(slots)
+    steps = slots[0].stop - slots[0].state.step
+    # the longest reduction of a step: a weight gradient over batch × positions (helpers.py derives it)
+    tol = kernel_path_tolerance(steps, RECIPE.batch_size * ds.input_shape[-1])
     for slot, got in zip(slots, batched):
         want = sequential(ds, slot)
         assert got.step == want.step == slot.stop
-        assert_weights_close(got.model, want.model)
+        assert_close_across_kernels(got.model, want.model, tol, "weights")
+        assert_close_across_kernels(momentum_buffers(got.optimizer), momentum_buffers(want.optimizer), tol,
+                                    "momentum")
         for n in slot.mask:  # same masks exactly: pruned weights and momentum exactly zero
             assert torch.count_nonzero(got.model[n][~slot.mask[n]]) == 0
-        gs, ws = got.optimizer["state"], want.optimizer["state"]
-        assert gs.keys() == ws.keys()
-        for i in ws:  # momentum accumulates the kernels' rounding: compare by relative norm
-            g, w = gs[i]["momentum_buffer"], ws[i]["momentum_buffer"]
-            assert (g - w).norm() <= 1e-4 * w.norm() + 1e-7, i
+    # the comparison can fail: the same run on another data stream is told apart
+    other = RunSlot(slots[0].state, slots[0].stop, seed=99, lr_schedule=slots[0].lr_schedule, mask=slots[0].mask)
+    with pytest.raises(AssertionError, match="allowed"):
+        assert_close_across_kernels(sequential(ds, other).model, batched[0].model, tol, "weights")
 
 
 def test_batched_runs_need_equal_lengths(setup):
