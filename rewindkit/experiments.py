@@ -40,17 +40,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import __version__, data, distributed, models, pruning
+from . import __version__, data, distributed, models, numerics, pruning
 from .flops import forward_flops
 from .masks import Mask
 from .profiles import GRID_KINDS, Profile
 from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from .techniques import Technique, load_state, plan_retraining, start_retraining
+from .techniques import Technique, load_state, plan_retraining, retraining_data_seed, start_retraining
 from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model,
                        progress_enabled, train_steps)
 
-RUNS_FORMAT = 1
+RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key data_seed)
 RESULT_COLUMNS = ["network", "pruning", "schedule", "technique", "density", "retrain_time", "trial",
                   "test_acc", "val_acc", "flops"]
 BASE_COLUMNS = ["network", "test_acc", "val_acc", "flops"]
@@ -83,17 +83,33 @@ class RunSpec:
     parent: str | None = None  # run whose final weights (and mask, optimizer state) this one starts from
     dense: str | None = None  # the dense run holding the rewind checkpoints
     level: int = 0
+    data_seed: int | None = None  # seed of the training batches; None: the dense run's seed, or a fresh
+    #                               stream derived from a retraining run's identity (resolved_data_seed)
 
     @property
     def is_dense(self) -> bool:
         return self.technique is None
+
+    @property
+    def resolved_data_seed(self) -> int:
+        """The seed of this run's batches: ``data_seed`` if given; else the trial seed for a dense run
+        and, for a retraining run, a stream of its own (:func:`techniques.retraining_data_seed`)."""
+        if self.data_seed is not None:
+            return self.data_seed
+        if self.is_dense:
+            return self.seed
+        return retraining_data_seed(self.seed, self.technique, self.retrain_time, _canonical(self.pruning),
+                                    self.schedule, self.level)
 
     def config(self) -> dict:
         cfg = {"format": RUNS_FORMAT, "kind": "dense" if self.is_dense else "retrain",
                "setup": json.loads(_canonical(self.setup)), "seed": self.seed}
         if not self.is_dense:
             cfg.update(technique=self.technique, retrain_time=self.retrain_time, pruning=self.pruning,
-                       schedule=self.schedule, parent=self.parent, dense=self.dense, level=self.level)
+                       schedule=self.schedule, parent=self.parent, dense=self.dense, level=self.level,
+                       data_seed=self.resolved_data_seed)
+        elif self.data_seed is not None:
+            cfg.update(data_seed=self.data_seed)
         return cfg
 
     @property
@@ -121,9 +137,9 @@ class RunSpec:
     @classmethod
     def from_config(cls, cfg: dict) -> RunSpec:
         if cfg.get("kind") == "dense":
-            return cls(cfg["setup"], cfg["seed"])
+            return cls(cfg["setup"], cfg["seed"], data_seed=cfg.get("data_seed"))
         return cls(cfg["setup"], cfg["seed"], cfg["technique"], cfg["retrain_time"], cfg["pruning"],
-                   cfg["schedule"], cfg["parent"], cfg["dense"], cfg["level"])
+                   cfg["schedule"], cfg["parent"], cfg["dense"], cfg["level"], cfg.get("data_seed"))
 
 
 def pruning_label(p: dict | None) -> str:
@@ -181,7 +197,8 @@ def provenance(hardware: Hardware) -> dict:
         device = f"{device} ({torch.cuda.get_device_name()})"
     return {"rewindkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "device": device, "bf16": hardware.bf16, "channels_last": hardware.channels_last,
-            "git_commit": _git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "git_commit": _git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"cpu_numerics": numerics.cpu_numerics()} if device == "cpu" else {})}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +261,7 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
         model = prepare_model(model_builder(spec.setup, ds)(), hardware)
         optimizer = make_optimizer(model, recipe, hardware)
         load_state(model, optimizer, start)
-        train_steps(model, optimizer, ds, recipe.schedule(ds.n_train), start.step, step, seed=spec.seed,
+        train_steps(model, optimizer, ds, recipe.schedule(ds.n_train), start.step, step, seed=spec.resolved_data_seed,
                     batch_size=recipe.batch_size, hardware=hardware, save_at={step}, progress=False,
                     evaluate_every_epoch=False,
                     on_save=lambda s: atomic_torch_save(s.to_dict(), path))
@@ -320,7 +337,8 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
             atomic_torch_save({"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
                                "step": record.step, "rows": rows}, checkpoint_path)
 
-    train_steps(model, optimizer, ds, lr_schedule, start, stop, seed=spec.seed, batch_size=recipe.batch_size,
+    train_steps(model, optimizer, ds, lr_schedule, start, stop, seed=spec.resolved_data_seed,
+                batch_size=recipe.batch_size,
                 mask=mask, hardware=hardware, save_at=save_at, on_save=on_save, on_epoch=on_epoch,
                 log=log, progress=False, description=spec.label())
 

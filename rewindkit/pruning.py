@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -115,20 +116,23 @@ class FilterConfig:
     skip: frozenset[int] = frozenset()
     depth: int | None = None  # None: any ResNet depth
     paper_density: float | None = None  # level-1 density in the authors' data
+    rounding: str = "nearest"  # "stochastic": the authors' rounding of fractional filter counts
 
     def fraction(self, conv_index: int, stage: int, level: int) -> float:
         p = 0.0 if conv_index in self.skip else self.fractions[stage]
         return 1.0 - (1.0 - p) ** level
 
 
+ROUNDINGS = ("nearest", "stochastic")
+_S = "stochastic"
 FILTER_CONFIGS: dict[str, FilterConfig] = {
-    "resnet56_a": FilterConfig("resnet56_a", (0.1, 0.1, 0.1), frozenset({16, 20, 38, 54}), 56, 0.9209),
-    "resnet56_b": FilterConfig("resnet56_b", (0.6, 0.3, 0.1), frozenset({16, 18, 20, 34, 38, 54}), 56, 0.8712),
-    "resnet110_a": FilterConfig("resnet110_a", (0.5, 0.0, 0.0), frozenset({36}), 110, 0.9773),
-    "resnet110_b": FilterConfig("resnet110_b", (0.5, 0.4, 0.3), frozenset({36, 38, 74}), 110, 0.6876),
+    "resnet56_a": FilterConfig("resnet56_a", (0.1, 0.1, 0.1), frozenset({16, 20, 38, 54}), 56, 0.9209, _S),
+    "resnet56_b": FilterConfig("resnet56_b", (0.6, 0.3, 0.1), frozenset({16, 18, 20, 34, 38, 54}), 56, 0.8712, _S),
+    "resnet110_a": FilterConfig("resnet110_a", (0.5, 0.0, 0.0), frozenset({36}), 110, 0.9773, _S),
+    "resnet110_b": FilterConfig("resnet110_b", (0.5, 0.4, 0.3), frozenset({36, 38, 74}), 110, 0.6876, _S),
     # ImageNet ResNet-34 (torchvision; stages of 3, 4, 6, 3 blocks), stage 4 and the listed layers skipped
-    "resnet34_a": FilterConfig("resnet34_a", (0.3, 0.3, 0.3, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.9246),
-    "resnet34_b": FilterConfig("resnet34_b", (0.5, 0.6, 0.4, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.8937),
+    "resnet34_a": FilterConfig("resnet34_a", (0.3, 0.3, 0.3, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.9246, _S),
+    "resnet34_b": FilterConfig("resnet34_b", (0.5, 0.6, 0.4, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.8937, _S),
     # The A and B fractions without Li et al.'s ResNet-56 sensitivity list, for any depth
     # (the laptop profile's 1-D ResNet).
     "generic_a": FilterConfig("generic_a", (0.1, 0.1, 0.1)),
@@ -148,13 +152,30 @@ def residual_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
     raise ValueError(f"L1 filter pruning needs a residual network; {type(model).__name__} has no blocks")
 
 
+def filter_count(fraction: float, n_filters: int, rounding: str, draw: random.Random) -> int:
+    """How many of ``n_filters`` filters a layer loses at ``fraction``.
+
+    ``"stochastic"`` is the authors' rule (``prune_functions.py``): the whole part of
+    ``fraction × n_filters`` plus one more with probability equal to the fractional part, one
+    ``random.random()`` per pruned layer, in layer order, after ``random.seed(0)`` at every pruning
+    call. ``"nearest"`` rounds half up and keeps at least one filter (for other networks)."""
+    exact = fraction * n_filters
+    if rounding == "stochastic":
+        return int(exact) + (draw.random() < exact - int(exact))
+    if rounding == "nearest":
+        return min(int(math.floor(exact + 0.5)), n_filters - 1)
+    raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
+
+
 def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> Mask:
     """L1-norm filter pruning of the first conv of every residual block (paper §3.2).
 
-    Level i removes the fraction 1 − (1 − p)^i of a layer's filters (rounded to the nearest whole
-    filter), those with the smallest L1 norm. Each removed filter also loses its BatchNorm γ/β and
-    the matching input channel of the block's second conv, so the channel is really gone and the
-    density counts what the paper counts (removed filters plus next-layer channels, §3.2).
+    Level i removes the fraction 1 − (1 − p)^i of a layer's filters, those with the smallest L1
+    norm; fractional counts are rounded as the config says (:func:`filter_count`: the authors'
+    stochastic rounding for the paper's configurations). Each removed filter also loses its
+    BatchNorm γ/β and the matching input channel of the block's second conv, so the channel is
+    really gone and the density counts what the paper counts (removed filters plus next-layer
+    channels, §3.2).
     """
     if isinstance(config, str):
         if config not in FILTER_CONFIGS:
@@ -171,11 +192,14 @@ def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> 
     if len(config.fractions) != len({s for s, _ in blocks}):
         raise ValueError(f"config {config.name!r} gives {len(config.fractions)} stage fractions; "
                          f"this network has {len({s for s, _ in blocks})} stages")
+    draw = random.Random(0)  # the authors reseed at every pruning call
     for j, (stage, block) in enumerate(blocks, start=1):
         conv_index = 2 * j
+        if conv_index in config.skip:
+            continue  # left out of the authors' per-layer table: no draw
         fraction = config.fraction(conv_index, stage, level)
         n_filters = block.conv1.out_channels
-        n_remove = min(int(math.floor(fraction * n_filters + 0.5)), n_filters - 1)
+        n_remove = filter_count(fraction, n_filters, config.rounding, draw)
         if n_remove <= 0:
             continue
         conv1, bn1, conv2 = names[id(block.conv1)], names[id(block.bn1)], names[id(block.conv2)]

@@ -185,12 +185,29 @@ def start_retraining(build: Callable[[], nn.Module], recipe: Recipe, plan: Retra
     return model, optimizer
 
 
+def retraining_data_seed(seed: int, technique, retrain_epochs: float, *identity) -> int:
+    """The seed of a retraining run's training batches (order and augmentation).
+
+    The authors' input pipeline reshuffles for every run, so a retraining run must not replay the
+    dense run's minibatches over T−t … T (nor an iterative level the previous level's): each run
+    draws its own stream from the trial seed, the technique, t and whatever else identifies it
+    (``identity``: the pruning, the schedule, the level)."""
+    return derive_seed(seed, "retrain", Technique.parse(technique).value, float(retrain_epochs), *identity)
+
+
 def retrain(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan: RetrainPlan, mask: Mask, *,
-            final: TrainState, rewind: TrainState | None = None, seed: int, hardware: Hardware = Hardware(),
-            log=None, progress=None, on_epoch=None) -> tuple[nn.Module, list[EpochRecord]]:
-    """Run one retraining technique under ``mask`` and return the retrained model and its history."""
+            final: TrainState, rewind: TrainState | None = None, seed: int, data_seed: int | None = None,
+            hardware: Hardware = Hardware(), log=None, progress=None,
+            on_epoch=None) -> tuple[nn.Module, list[EpochRecord]]:
+    """Run one retraining technique under ``mask`` and return the retrained model and its history.
+
+    ``seed`` is the trial (it seeds reinitialization); the batches come from ``data_seed``, by
+    default :func:`retraining_data_seed` of (seed, technique, t). Passing the dense run's seed
+    replays the dense run's batches (a test does, to reproduce the dense run bit for bit)."""
+    if data_seed is None:
+        data_seed = retraining_data_seed(seed, plan.technique, plan.retrain_epochs)
     model, optimizer = start_retraining(build, recipe, plan, final=final, rewind=rewind, seed=seed, hardware=hardware)
-    history = train_steps(model, optimizer, data, plan.lr_schedule, plan.start_step, plan.stop_step, seed=seed,
+    history = train_steps(model, optimizer, data, plan.lr_schedule, plan.start_step, plan.stop_step, seed=data_seed,
                           batch_size=recipe.batch_size, mask=mask, hardware=hardware, log=log, progress=progress,
                           on_epoch=on_epoch, description=plan.technique.value)
     return model, history

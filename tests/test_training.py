@@ -151,9 +151,21 @@ def test_weight_rewinding_to_init_with_ones_mask_reproduces_dense_run(ds, dense)
     plan = T.plan_retraining("weight_rewinding", sched.epochs, sched)
     assert plan.rewind_step == 0
     model, history = T.retrain(build, ds, RECIPE, plan, Mask.ones(dense.model), final=dense.final,
-                               rewind=dense.checkpoints[0], seed=7, progress=False)
+                               rewind=dense.checkpoints[0], seed=7, data_seed=7, progress=False)
     assert states_equal(model.state_dict(), dense.final.model)
     assert [h.test_acc for h in history] == [h.test_acc for h in dense.history]
+    # by default a retraining run draws its own batches, so the same start does not reproduce it
+    fresh, _ = T.retrain(build, ds, RECIPE, plan, Mask.ones(dense.model), final=dense.final,
+                         rewind=dense.checkpoints[0], seed=7, progress=False)
+    assert not states_equal(fresh.state_dict(), dense.final.model)
+
+
+def test_every_retraining_run_draws_its_own_batches():
+    """The authors' pipeline reshuffles per run: no two runs of a grid share a data stream (§4)."""
+    seeds = {T.retraining_data_seed(1, tech, t, "density=0.5", level)
+             for tech in T.TECHNIQUES for t in (2, 4) for level in (1, 2)}
+    assert len(seeds) == len(T.TECHNIQUES) * 2 * 2 and 1 not in seeds
+    assert T.retraining_data_seed(1, "lr_rewinding", 4) == T.retraining_data_seed(1, "lr_rewinding", 4.0)
 
 
 def test_resumed_run_equals_uninterrupted(ds):
