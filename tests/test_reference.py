@@ -134,3 +134,14 @@ def test_overlay_of_own_runs_on_the_paper(agg):
         fig, data = fn()
         assert {"paper", "this kit"} <= set(data.source)
         matplotlib.pyplot.close(fig)
+
+
+@pytest.mark.parametrize("technique,density,t_star,speedup", [
+    ("fine_tuning", 0.1342, 110, 4.36),   # drawn at 5.08× (t* = 10) when t was chosen over all trials
+    ("lr_rewinding", 0.2097, 130, 3.77),  # drawn at 4.07×
+])
+def test_flop_speedup_picks_t_among_trials_with_flops(technique, density, t_star, speedup):
+    """The authors' flop_plot drops runs without FLOPs, then picks t by median validation accuracy."""
+    _, data = plots.flop_speedup(R.reference_aggregate(), R.load_base(), network="resnet110")
+    row = data[(data.technique == technique) & ((data.density - density).abs() < 1e-3)].iloc[0]
+    assert row.t_star == t_star and row.speedup == pytest.approx(speedup, abs=0.005)
