@@ -111,11 +111,13 @@ def test_structured_mask_removes_whole_filters_bn_and_next_channels():
     torch.manual_seed(0)
     model = models.create("resnet56")
     mask = pruning.l1_filters(model, "resnet56_b")
-    block = model.blocks()[0]  # conv_2, stage 1, p = 0.6 of 16 filters -> 10 removed
+    # conv_2, stage 1: 0.6 × 16 = 9.6 filters, rounded stochastically as the authors did: the first
+    # draw after random.seed(0) is 0.844 ≥ 0.6, so 9 are removed
+    block = model.blocks()[0]
     keep = mask["stages.0.0.conv1.weight"].flatten(1).all(1)
     gone = mask["stages.0.0.conv1.weight"].flatten(1).any(1)
     assert torch.equal(keep, gone)  # whole filters only
-    assert int((~keep).sum()) == 10
+    assert int((~keep).sum()) == 9
     assert torch.equal(mask["stages.0.0.bn1.weight"], keep) and torch.equal(mask["stages.0.0.bn1.bias"], keep)
     assert torch.equal(mask["stages.0.0.conv2.weight"].any(0).flatten(1).all(1), keep)
     # removed filters are those with the smallest L1 norms
@@ -146,3 +148,32 @@ def test_mask_round_trip(tmp_path, resnet20):
     assert loaded.equal(mask) and loaded.density() == mask.density()
     raw = torch.load(tmp_path / "mask.pt", weights_only=True)
     assert all(t.dtype == torch.bool for t in raw.values())
+
+
+@pytest.mark.parametrize("network", ["resnet56", "resnet110"])
+@pytest.mark.parametrize("config", ["a", "b"])
+def test_l1_filter_levels_land_on_the_released_densities(network, config):
+    """The authors' stochastic rounding of fractional filter counts: every level 1–5 of the paper's
+    configurations gives the released density to the 6 stored digits under their accounting
+    (pruning.released_density), and the mask's own density within 0.2 points of it."""
+    from rewindkit import reference
+    pruned = reference.load_pruned()
+    released = sorted(pruned[(pruned.network == network) & (pruned.pruning == f"structured_{config}")]
+                      .density.unique(), reverse=True)
+    assert len(released) == 5
+    torch.manual_seed(0)
+    model = models.create(network)
+    for level, want in zip(range(1, 6), released):
+        mask = pruning.l1_filters(model, f"{network}_{config}", level)
+        assert pruning.released_density(model, mask) == pytest.approx(want, abs=1e-6), level
+        assert abs(mask.density() - want) < 0.002, level
+
+
+def test_nearest_rounding_stays_available_for_other_networks():
+    model = models.create("mnist1d_resnet", depth=8, width=16)
+    assert pruning.FILTER_CONFIGS["generic_b"].rounding == "nearest"
+    mask = pruning.l1_filters(model, "generic_b", 1)  # 16 filters × 0.6 = 9.6 → 10 removed
+    first = mask["stages.0.0.conv1.weight"].flatten(1).any(1)
+    assert int((~first).sum()) == 10
+    with pytest.raises(ValueError, match="unknown rounding 'up'; valid: nearest, stochastic"):
+        pruning.filter_count(0.5, 16, "up", None)
