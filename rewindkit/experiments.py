@@ -118,10 +118,11 @@ class RunSpec:
 
     @property
     def epochs(self) -> float:
-        """Epochs this run trains: T for dense and reinitialized runs, t for the other techniques."""
-        if self.is_dense or self.technique == "reinitialization":
-            return float(self.setup["recipe"]["epochs"])
-        return float(self.retrain_time)
+        """Epochs this run trains: T for a dense run, T + t for reinitialization, t otherwise."""
+        T = float(self.setup["recipe"]["epochs"])
+        if self.is_dense:
+            return T
+        return T + float(self.retrain_time) if self.technique == "reinitialization" else float(self.retrain_time)
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -372,8 +373,11 @@ def dense_specs(profile: Profile) -> list[RunSpec]:
 
 
 def _retrain_times(profile: Profile, technique: str, times) -> tuple:
-    # Reinitialization trains the full schedule whatever t is; run it once per cell, at t = T.
-    return (profile.epochs,) if technique == "reinitialization" else tuple(times)
+    """The t grid of ``technique``: every t, except that a profile may run reinitialization (which
+    trains T + t epochs) once per cell, at the smallest t — the laptop's documented economy."""
+    if technique == "reinitialization" and not profile.reinit_every_t:
+        return (min(times),)
+    return tuple(times)
 
 
 def one_shot_specs(profile: Profile, techniques=None) -> list[RunSpec]:
@@ -390,19 +394,35 @@ def one_shot_specs(profile: Profile, techniques=None) -> list[RunSpec]:
     return specs
 
 
+def iterative_chain_times(profile: Profile) -> dict[str, tuple]:
+    """The t of every iterative chain per technique: its fixed budget (the paper's force_all curves,
+    §5.3) plus, where the profile sets ``iterative_retrain_grid``, every t of that grid (the
+    authors' best-validated iterative curves pick among them, as for one-shot)."""
+    return {tech: tuple(sorted({float(t), *map(float, profile.iterative_retrain_grid)}))
+            for tech, t in profile.iterative_retrain_times.items()}
+
+
 def iterative_specs(profile: Profile) -> list[RunSpec]:
+    """One chain of ``iterative_levels`` levels per seed, technique and t; a chain keeps its t at
+    every level, as the authors' ``iterative.py`` does."""
     specs = []
     for dense in dense_specs(profile):
         specs.append(dense)
-        for tech, t in profile.iterative_retrain_times.items():
-            parent = dense.id
-            for level in range(1, profile.iterative_levels + 1):
-                spec = RunSpec(dense.setup, dense.seed, tech, t,
-                               {"method": "global_magnitude", "density": round(0.8**level, 10)},
-                               "iterative", parent, dense.id, level)
-                specs.append(spec)
-                parent = spec.id
+        for tech, times in iterative_chain_times(profile).items():
+            for t in times:
+                parent = dense.id
+                for level in range(1, profile.iterative_levels + 1):
+                    spec = RunSpec(dense.setup, dense.seed, tech, _plain(t),
+                                   {"method": "global_magnitude", "density": round(0.8**level, 10)},
+                                   "iterative", parent, dense.id, level)
+                    specs.append(spec)
+                    parent = spec.id
     return specs
+
+
+def _plain(t: float):
+    """t as the profile writes it (4, not 4.0), so run ids do not depend on how t was computed."""
+    return int(t) if float(t).is_integer() else t
 
 
 def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:

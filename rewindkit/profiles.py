@@ -53,6 +53,11 @@ class Profile:
     iterative_levels: int = 17
     iterative_retrain_times: dict = field(default_factory=lambda: {
         "fine_tuning": 182, "weight_rewinding": 150, "lr_rewinding": 182})
+    # and, per technique above, a chain at every t of this grid (empty: the fixed budgets only)
+    iterative_retrain_grid: tuple = ()
+    # reinitialization trains T + t epochs; True: at every t (the paper), False: once per cell at the
+    # smallest t (an economy)
+    reinit_every_t: bool = True
     # structured grid (paper §3.2)
     structured_configs: tuple = ("resnet56_a", "resnet56_b")
     structured_levels: tuple = (1, 2, 3, 4, 5)
@@ -70,7 +75,7 @@ class Profile:
 
     def __post_init__(self):
         for name in ("milestones", "densities", "retrain_times", "techniques", "structured_configs",
-                     "structured_levels", "seeds"):
+                     "structured_levels", "seeds", "iterative_retrain_grid"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("structured_retrain_times", "structured_techniques"):
             if getattr(self, name) is not None:
@@ -86,7 +91,8 @@ class Profile:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(data.DATASETS)}")
         for d in self.densities:
             pruning._check_density(d)
-        for t in self.retrain_times + tuple(self.structured_retrain_times or ()) + tuple(self.iterative_retrain_times.values()):
+        for t in (self.retrain_times + tuple(self.structured_retrain_times or ()) + tuple(self.iterative_retrain_times.values())
+                  + self.iterative_retrain_grid):
             check_retrain_epochs(t, self.epochs)
         for tech in tuple(self.techniques) + tuple(self.iterative_retrain_times) + tuple(self.structured_techniques or ()):
             if tech not in TECHNIQUES:
@@ -126,7 +132,7 @@ PROFILES: dict[str, Profile] = {
         densities=(0.5, 0.1), retrain_times=(2, 4),
         iterative_levels=2, iterative_retrain_times={"fine_tuning": 4, "weight_rewinding": 3, "lr_rewinding": 4},
         structured_configs=("generic_a", "generic_b"), structured_levels=(1, 3), seeds=(1,), device="cpu",
-        channels_last=True),
+        channels_last=True, reinit_every_t=False),
     "laptop": Profile(
         name="laptop", network="mnist1d_resnet", model_options={"depth": 8, "width": 16},
         dataset="mnist1d", epochs=12, batch_size=128, milestones=(6, 9),
@@ -134,9 +140,9 @@ PROFILES: dict[str, Profile] = {
         iterative_levels=8, iterative_retrain_times={"fine_tuning": 12, "weight_rewinding": 9, "lr_rewinding": 12},
         structured_configs=("generic_a", "generic_b"), structured_levels=(1, 3, 5), structured_retrain_times=(3, 12),
         structured_techniques=("fine_tuning", "weight_rewinding", "lr_rewinding", "reinitialization"),
-        seeds=(1, 2, 3), device="cpu", channels_last=True, workers=2),
+        seeds=(1, 2, 3), device="cpu", channels_last=True, workers=2, reinit_every_t=False),
     "paper": Profile(
-        name="paper", network="resnet56", dataset="cifar10", retrain_times=_PAPER_T,
+        name="paper", network="resnet56", dataset="cifar10", retrain_times=_PAPER_T, iterative_retrain_grid=_PAPER_T,
         structured_configs=("resnet56_a", "resnet56_b"), channels_last=True, cuda_graphs=True),
     "cifar_short": Profile(
         name="cifar_short", network="resnet20", dataset="cifar10", epochs=30, milestones=(15, 23),

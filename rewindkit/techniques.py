@@ -10,11 +10,14 @@ fine_tuning                       final (T)                        constant fina
 weight_rewinding                  checkpoint at T−t                schedule replayed, T−t → T
 lr_rewinding                      final (T)                        schedule replayed, T−t → T
 low_lr_weight_rewinding           checkpoint at T−t                constant final LR, T−t → T
-reinitialization                  fresh init under the mask        full schedule, 0 → T
+reinitialization                  fresh init under the mask        full schedule, then t more
+                                                                   epochs at its final LR: 0 → T+t
 ================================  ===============================  ================================
 
-t (``retrain_epochs``) is the only knob. Reinitialization (Liu et al. 2019) always trains the full
-schedule from a fresh initialisation with fresh optimizer state; its t only labels the grid cell.
+t (``retrain_epochs``) is the only knob. Reinitialization (Liu et al. 2019) trains from a fresh
+initialisation with fresh optimizer state: the whole original schedule and then t epochs at its
+final LR, as the authors' code runs it (their GNMT ``reinit`` trains ``max_train_epochs = T + t``
+from ``--lottery_reset_to reinitialize``; the TF schedule stays at its last value past T).
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def plan_retraining(technique, retrain_epochs: float, schedule: StepSchedule,
         Technique.WEIGHT_REWINDING: ("rewind", rewind, T, rewind, None),
         Technique.LR_REWINDING: ("final", rewind, T, None, None),
         Technique.LOW_LR_WEIGHT_REWINDING: ("rewind", rewind, T, rewind, ft_lr),
-        Technique.REINITIALIZATION: ("init", 0, T, None, None),
+        Technique.REINITIALIZATION: ("init", 0, T + t_steps, None, None),
     }
     start_from, start, stop, rewind_step, const = table[tech]
     return RetrainPlan(tech, t, start_from, start, stop, rewind_step, const, schedule)

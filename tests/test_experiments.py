@@ -68,6 +68,29 @@ def test_every_run_of_the_grids_draws_its_own_data_stream(grids):
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].dtype.is_floating_point)
 
 
+def test_paper_grids_run_reinitialization_at_every_t_and_iterative_chains_over_the_t_grid():
+    """As the authors' grid: reinit (T + t epochs) at every t; an iterative chain per technique and
+    t, each keeping its t at every level. The laptop runs reinit once per cell at its smallest t."""
+    paper = P.get_profile("paper")
+    one_shot = E.grid_specs(paper, "one_shot")
+    reinit = [s for s in one_shot if s.technique == "reinitialization"]
+    assert len(reinit) == len(paper.seeds) * len(paper.densities) * len(paper.retrain_times)
+    assert sorted({s.epochs for s in reinit}) == [182 + t for t in paper.retrain_times]
+    iterative = [s for s in E.grid_specs(paper, "iterative") if not s.is_dense]
+    chains = {(s.seed, s.technique, s.retrain_time) for s in iterative}
+    assert len(chains) == len(paper.seeds) * 3 * len(paper.retrain_times)  # 150 and 182 are on the grid
+    assert len(iterative) == len(chains) * paper.iterative_levels
+    by_id = {s.id: s for s in iterative}
+    for s in iterative:
+        if s.level > 1:
+            assert by_id[s.parent].retrain_time == s.retrain_time and by_id[s.parent].level == s.level - 1
+    laptop = P.get_profile("laptop")
+    reinit = [s for s in E.grid_specs(laptop, "one_shot") if s.technique == "reinitialization"]
+    assert {s.retrain_time for s in reinit} == {min(laptop.retrain_times)}
+    assert len(reinit) == len(laptop.seeds) * len(laptop.densities)
+    assert len([s for s in E.grid_specs(laptop, "iterative") if not s.is_dense]) == 3 * 3 * laptop.iterative_levels
+
+
 def test_run_folder_contents(grids):
     out, g = grids
     row = g["one_shot"].results.iloc[0]

@@ -104,7 +104,9 @@ def test_lr_traces_of_the_techniques(ds, t):
     low = T.plan_retraining("low_lr_weight_rewinding", t, sched)
     assert low.rewind_step == total - t * spe and low.lr_trace() == [sched.final_lr] * (t * spe)
     reinit = T.plan_retraining("reinitialization", t, sched)
-    assert (reinit.start_step, reinit.stop_step, reinit.start_from) == (0, total, "init")
+    # the whole schedule from a fresh init, then t epochs at its final LR (the authors' T + t)
+    assert (reinit.start_step, reinit.stop_step, reinit.start_from) == (0, total + t * spe, "init")
+    assert reinit.lr_trace() == original + [sched.final_lr] * (t * spe)
 
 
 def test_lr_actually_used_by_the_optimizer(ds, dense):
