@@ -221,14 +221,11 @@ def iterative(agg: pd.DataFrame, *, network: str, techniques=CORE, T: float | No
     techniques = _check_techniques(techniques)
     sub = _subset(agg, "iterative", network=network, pruning="unstructured", schedule="iterative",
                   technique=list(techniques))
-    T = T or R.T_BY_NETWORK.get(network) or float(sub["retrain_time"].max())
-    fixed = R.at_fixed_times(sub, R.force_all_times(sub["retrain_time"].unique(), T))
-    sources = [(fixed, False, label)]
+    sources = [(R.fixed_budget_curves(sub, T), False, label)]
     if overlay is not None:
         o = R.select(overlay, network=network, pruning="unstructured", schedule="iterative", technique=list(techniques))
-        if len(o):
-            o = R.at_fixed_times(o, R.force_all_times(o["retrain_time"].unique(), float(o["retrain_time"].max())))
-        sources.append((o, True, overlay_label))
+        sources.append((R.fixed_budget_curves(o, float(o["retrain_time"].max()) if len(o) else None), True,
+                        overlay_label))
     with paper_style():
         fig, ax = plt.subplots(figsize=(4.6, 3.2))
         def name(tech, rows):

@@ -106,6 +106,15 @@ def at_fixed_times(agg: pd.DataFrame, times: dict[str, float]) -> pd.DataFrame:
     return agg[(agg["retrain_time"] - want).abs() < 1e-9].reset_index(drop=True)
 
 
+def fixed_budget_curves(agg: pd.DataFrame, T: float | None = None) -> pd.DataFrame:
+    """The iterative rows at each technique's fixed budget (:func:`force_all_times` of the t values
+    present; T defaults to the network's, else the largest t)."""
+    if agg.empty:
+        return agg
+    T = T or T_BY_NETWORK.get(agg["network"].iloc[0]) or float(agg["retrain_time"].max())
+    return at_fixed_times(agg, force_all_times(agg["retrain_time"].unique(), T))
+
+
 def win_rate(agg: pd.DataFrame, a: str, b: str) -> float:
     """Fraction of (density, t) cells in which technique ``a``'s median test accuracy ≥ ``b``'s."""
     wide = agg.pivot_table(index=["network", "pruning", "schedule", "density", "retrain_time"],

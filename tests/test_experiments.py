@@ -106,6 +106,7 @@ def test_run_folder_contents(grids):
     assert all(torch.count_nonzero(final[n][~mask[n]]) == 0 for n in mask)
     prov = json.loads((folder / "result.json").read_text())["provenance"]
     assert prov["torch"] == torch.__version__ and prov["device"] == "cpu" and "git_commit" in prov
+    assert prov["cpu_numerics"]["cpu"] and prov["cpu_numerics"]["threads"] >= 1
 
 
 def test_iterative_chain(grids):
