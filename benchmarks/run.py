@@ -445,6 +445,44 @@ def bench_grid(rows):
                  "unit": "s", "ratio_vs_dense": "", "target": ""})
 
 
+_NUMERICS_EPOCH = """
+import sys, time, torch
+from rewindkit import data, models, techniques
+from rewindkit.training import Hardware, Recipe
+torch.set_num_threads(1)
+ds = data.load("mnist1d")
+build = lambda: models.create("mnist1d_resnet", depth=8, width=16)
+recipe = Recipe(epochs=int(sys.argv[1]), milestones=())
+start = time.perf_counter()
+techniques.train_dense(build, ds, recipe, seed=1, hardware=Hardware(channels_last=True), progress=False)
+print((time.perf_counter() - start) / recipe.epochs)
+"""
+
+
+def bench_numerics(rows, rounds=5, epochs=3):
+    """Cost of the portable CPU kernels (rewindkit.numerics): laptop-profile epochs (1-D ResNet-8 w16,
+    MNIST-1D, one thread as in the grid's workers) in fresh processes, portable vs PyTorch's own
+    kernel choices, interleaved."""
+    import subprocess
+    import sys
+    times = {"portable": [], "native": []}
+    for _ in range(rounds):
+        for variant in times:
+            env = {**os.environ, "REWINDKIT_PORTABLE_NUMERICS": "1" if variant == "portable" else "0"}
+            if variant == "native":
+                env.pop("ATEN_CPU_CAPABILITY", None)
+                env.pop("MKL_CBWR", None)
+            out = subprocess.run([sys.executable, "-c", _NUMERICS_EPOCH, str(epochs)], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            times[variant].append(float(out.split()[-1]))
+    p, n = statistics.median(times["portable"]), statistics.median(times["native"])
+    print(f"laptop epoch, 1 thread: portable {p:.3f} s, native {n:.3f} s, ×{p / n:.3f} (per-round ratios "
+          f"{', '.join(f'{a / b:.3f}' for a, b in zip(times['portable'], times['native']))})", flush=True)
+    for variant, value in (("portable (ATen AVX2, MKL CNR, no oneDNN)", p), ("native (PyTorch's own choice)", n)):
+        rows.append({"benchmark": "laptop epoch (MNIST-1D ResNet-8 w16, 1 thread)", "variant": variant,
+                     "value": value, "unit": "s/epoch", "ratio_vs_dense": round(value / n, 3), "target": ""})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -456,7 +494,8 @@ def main(argv=None):
                         help="also time whole epochs through the training loop (default on CUDA)")
     parser.add_argument("--variants", nargs="*", help="epoch benchmark: only these hardware variants "
                         "(eager-fp32, eager-bf16, graphs, compiled-graphs)")
-    parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "mask-epochs", "imagenet", "grid"],
+    parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "mask-epochs", "imagenet", "grid",
+                                                   "numerics"],
                         help="run only these parts")
     parser.add_argument("--csv", help="where to write the table")
     args = parser.parse_args(argv)
@@ -513,6 +552,9 @@ def main(argv=None):
         write()
     if "grid" in parts:
         bench_grid(rows)
+        write()
+    if "numerics" in parts:
+        bench_numerics(rows)
         write()
     print(f"\nwrote {out}")
 
