@@ -19,8 +19,9 @@ Grids:
 
 * **one-shot** — per seed one dense run of T epochs saving every rewind point needed; then for each
   density × technique × t, prune the dense final weights once and retrain (§4);
-* **iterative** — prune 20% of the remaining weights, retrain with a technique at its fixed t,
-  repeat; weight rewinding rewinds every level to the same iteration T−t of the dense run (§3.1);
+* **iterative** — prune 20% of the remaining weights, retrain with a technique at its chain's t (its
+  fixed budget, and every t of ``iterative_retrain_grid``), repeat; weight rewinding rewinds every
+  level to the same iteration T−t of the dense run (§3.1);
 * **structured** — L1 filter configurations at levels 1–5, one-shot (§3.2).
 """
 
@@ -108,7 +109,7 @@ class RunSpec:
             cfg.update(technique=self.technique, retrain_time=self.retrain_time, pruning=self.pruning,
                        schedule=self.schedule, parent=self.parent, dense=self.dense, level=self.level,
                        data_seed=self.resolved_data_seed)
-        elif self.data_seed is not None:
+        elif self.data_seed not in (None, self.seed):
             cfg.update(data_seed=self.data_seed)
         return cfg
 

@@ -4,7 +4,7 @@ Two counts of one forward pass for one example:
 
 * :func:`forward_macs` — multiply-accumulates of the conv and linear layers, each layer costing
   (kept weights) × (output positions). Removed filters and their next-layer channels count as
-  removed because their weights are masked. Dense ResNet-20/56/110: 41.07M / 126.01M / 253.41M.
+  removed because their weights are masked. Dense ResNet-20/56/110: 41.08M / 126.01M / 253.41M.
 * :func:`forward_flops` — the convention of the FLOPs the authors stored with their runs, which the
   paper's FLOP-speedup figure divides: conv MACs + 2 × FC MACs + FC biases + 2 per BatchNorm output
   element + 2 per ReLU output element (residual additions, pooling and masks count 0). It

@@ -20,7 +20,11 @@ otherwise, or ``REWINDKIT_PORTABLE_NUMERICS=0``):
 With a fixed thread count (grid workers use one thread each; notebooks use torch's default, the
 core count) the remaining kernels have no vendor- or ISA-dependent choice that we know of. The
 speed cost on the laptop profile is measured by ``benchmarks/run.py --only numerics``; the README
-("What reproduces exactly") says what was verified. GPUs are unaffected.
+("What reproduces exactly") says what was verified. GPUs are unaffected. The switch is process-wide:
+it also applies to other CPU code in a process that imports rewindkit, and the environment variables
+pass to subprocesses. Set ``REWINDKIT_PORTABLE_NUMERICS=0`` before importing rewindkit to keep
+PyTorch's own kernels (faster: ×0.68 per laptop epoch; needed for fast bf16 on AVX512-BF16/AMX
+CPUs, which runs through oneDNN); CPUs without AVX2 are left alone.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ def portable_requested() -> bool:
 def pin_portable_cpu_numerics() -> None:
     """Set :data:`PORTABLE_ENV` (where not already set) before PyTorch picks its CPU kernels, turn
     oneDNN and NNPACK off, and warn if PyTorch had already run a CPU op with another instruction set."""
-    if not portable_requested() or platform.machine().lower() not in ("x86_64", "amd64"):
-        return
+    if not portable_requested() or platform.machine().lower() not in ("x86_64", "amd64") or not _has_avx2():
+        return  # a CPU without AVX2/FMA would die on an illegal instruction: leave PyTorch's choice
     for key, value in PORTABLE_ENV.items():
         os.environ.setdefault(key, value)
     import torch
@@ -55,6 +59,20 @@ def pin_portable_cpu_numerics() -> None:
                       f"differ in the last digits from other CPUs; import rewindkit first (or set "
                       f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']} before starting Python).",
                       RuntimeWarning, stacklevel=3)
+
+
+def _has_avx2() -> bool:
+    """Whether the CPU has AVX2 and FMA (``/proc/cpuinfo``; elsewhere assumed, as on every x86-64
+    CPU sold since 2015)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"avx2", "fma"} <= flags
+    except OSError:
+        pass
+    return True
 
 
 def cpu_model() -> str:

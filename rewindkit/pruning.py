@@ -214,8 +214,9 @@ def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> 
     return Mask(entries)
 
 
-def released_density(model: nn.Module, mask: Mask) -> float:
-    """The density the authors' released data report for an L1-filter ``mask`` of a CIFAR ResNet.
+def released_density(model: nn.Module, mask: Mask, config: str) -> float:
+    """The density the authors' released data report for an L1-filter ``mask`` made with one of the
+    paper's CIFAR configurations (``resnet56_a/b``, ``resnet110_a/b``), for comparing with those data.
 
     Their stored structured densities count, besides each removed filter and the matching input
     channel of the block's second conv (what :meth:`Mask.density` counts), another 2·w weights per
@@ -223,9 +224,12 @@ def released_density(model: nn.Module, mask: Mask) -> float:
     stage follows — the size of one input slice of the next stage's 1×1 projection, although the
     masks they release never touch that projection. This rule reproduces every released level 1–5
     density of ResNet-56-A/B and ResNet-110-A/B to the 6 stored digits (a test checks all 20); their
-    accounting code is not public, so the rule was found from the numbers. It is reported beside the
-    real density, never used to train.
+    accounting code is not public, so the rule was found from the numbers. Results tables report the
+    weights really kept (``Mask.density``); this function never changes what is trained.
     """
+    if config not in RELEASED_DENSITY_CONFIGS:
+        raise ValueError(f"the released-density rule is known for {', '.join(RELEASED_DENSITY_CONFIGS)}; "
+                         f"got {config!r}")
     blocks = residual_blocks(model)
     names = {id(m): n for n, m in model.named_modules()}
     extra = 0
@@ -235,3 +239,6 @@ def released_density(model: nn.Module, mask: Mask) -> float:
         keep = mask[f"{names[id(block.conv1)]}.weight"].flatten(1).any(1)
         extra += int((~keep).sum()) * 2 * block.conv1.out_channels
     return (mask.num_kept() - extra) / mask.num_total()
+
+
+RELEASED_DENSITY_CONFIGS = ("resnet56_a", "resnet56_b", "resnet110_a", "resnet110_b")

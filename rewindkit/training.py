@@ -66,7 +66,7 @@ class Hardware:
     """Where and how to run. None of these options changes the recipe."""
 
     device: str = "cpu"
-    bf16: bool = False  # bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX)
+    bf16: bool = False  # bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX and REWINDKIT_PORTABLE_NUMERICS=0)
     channels_last: bool = False  # NHWC memory format for 2-D convolutions
     eval_batch_size: int = 1000
     compile: bool = False  # torch.compile the network's forward pass (GPU fast path)

@@ -1,6 +1,7 @@
 """Portable CPU numerics (rewindkit.numerics): pinned in every process that imports rewindkit."""
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 PROBE = ("import json, os, torch, rewindkit; print(json.dumps({'cap': torch.backends.cpu.get_cpu_capability(), "
          "'onednn': torch.backends.mkldnn.enabled, 'nnpack': torch._C._get_nnpack_enabled(), "
          "'cbwr': os.environ.get('MKL_CBWR')}))")
-x86 = pytest.mark.skipif(os.uname().machine not in ("x86_64", "AMD64"), reason="x86-64 only")
+x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
 
 
 def probe(code=PROBE, **env):

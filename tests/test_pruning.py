@@ -165,7 +165,7 @@ def test_l1_filter_levels_land_on_the_released_densities(network, config):
     model = models.create(network)
     for level, want in zip(range(1, 6), released):
         mask = pruning.l1_filters(model, f"{network}_{config}", level)
-        assert pruning.released_density(model, mask) == pytest.approx(want, abs=1e-6), level
+        assert pruning.released_density(model, mask, f"{network}_{config}") == pytest.approx(want, abs=1e-6), level
         assert abs(mask.density() - want) < 0.002, level
 
 
@@ -177,3 +177,5 @@ def test_nearest_rounding_stays_available_for_other_networks():
     assert int((~first).sum()) == 10
     with pytest.raises(ValueError, match="unknown rounding 'up'; valid: nearest, stochastic"):
         pruning.filter_count(0.5, 16, "up", None)
+    with pytest.raises(ValueError, match="known for resnet56_a.*got 'generic_b'"):
+        pruning.released_density(model, mask, "generic_b")
