@@ -92,6 +92,9 @@ class Dataset:
         """The first ``n_train`` training and ``n_eval`` validation/test examples (for smoke runs)."""
         if n_train is not None and not 0 < n_train <= self.n_train:
             raise ValueError(f"n_train must be in 1..{self.n_train}; got {n_train}")
+        if n_eval is not None and not 0 < n_eval:
+            raise ValueError(f"n_eval must be at least 1 (validation and test examples each), or None for all; "
+                             f"got {n_eval}")
         t = slice(None, n_train)
         e = slice(None, n_eval)
         return replace(self, train_x=self.train_x[t], train_y=self.train_y[t], val_x=self.val_x[e],

@@ -61,6 +61,8 @@ class ResNet(nn.Module):
     def __init__(self, depth: int, *, width: int = 16, num_classes: int = 10, in_channels: int = 3,
                  dim: int = 2, projection: str = "every_stage", bn_momentum: float = 0.003):
         super().__init__()
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive whole number of channels (16 in the paper); got {width!r}")
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"ResNet depth must be 6n+2 with n ≥ 1 (8, 14, 20, 56, 110, …); got {depth}")
         if projection not in PROJECTIONS:

@@ -75,11 +75,14 @@ class Profile:
 
     def __post_init__(self):
         for name in ("milestones", "densities", "retrain_times", "techniques", "structured_configs",
-                     "structured_levels", "seeds", "iterative_retrain_grid"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in ("structured_retrain_times", "structured_techniques"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, tuple(getattr(self, name)))
+                     "structured_levels", "seeds", "iterative_retrain_grid", "structured_retrain_times",
+                     "structured_techniques"):
+            value = getattr(self, name)
+            if value is None and name in ("structured_retrain_times", "structured_techniques"):
+                continue  # None: same as retrain_times / techniques
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError(f"{name} must be a sequence, e.g. {name}=({value!r},); got {value!r}")
+            object.__setattr__(self, name, tuple(value))
         self.validate()
 
     def validate(self) -> None:
@@ -102,6 +105,16 @@ class Profile:
                 raise ValueError(f"unknown filter-pruning config {c!r}; valid configs: {', '.join(pruning.FILTER_CONFIGS)}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number ≥ 1; got {value!r}")
+        for name in ("n_train", "n_eval"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number ≥ 1, or None for the whole split; got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a positive number (0.1 in the paper); got {self.lr!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
         if self.workers < 1:

@@ -8,6 +8,7 @@ folders never unpickle arbitrary objects.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -20,6 +21,11 @@ import torch
 
 class CorruptFileError(RuntimeError):
     """A run or data file exists but cannot be read; the message names the file."""
+
+
+class DiskFullError(RuntimeError):
+    """No space was left to write a file. Everything written before is complete (writes are atomic),
+    so rerunning the same command after freeing space finishes the work."""
 
 
 def atomic_write_bytes(data: bytes, path) -> None:
@@ -37,11 +43,15 @@ def atomic_write_bytes(data: bytes, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left on the device while writing {path}; every file written before is "
+                                f"complete (writes are atomic): free some space and rerun the same command to "
+                                f"finish") from exc
         raise
 
 

@@ -9,6 +9,7 @@ inside an epoch; the loss is accumulated on the device and read once per epoch.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import weakref
 from collections.abc import Callable, Iterable
@@ -83,6 +84,10 @@ class Hardware:
     @staticmethod
     def auto() -> Hardware:
         return Hardware(device="cuda") if torch.cuda.is_available() else Hardware()
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops and is not marked finished."""
 
 
 @dataclass
@@ -345,6 +350,12 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
             test = evaluate(model, data, "test", hardware) if evaluate_every_epoch or done == stop else float("nan")
             record = EpochRecord(epoch=epoch_offset + done / spe, step=done, lr=lr,
                                  train_loss=loss_sum.item() / max(loss_count, 1), val_acc=val, test_acc=test)
+            if not math.isfinite(record.train_loss):
+                raise DivergedError(f"{description}: the training loss is {record.train_loss} in epoch "
+                                    f"{record.epoch:g} (iterations up to {done}): the run diverged. The likely "
+                                    f"cause is a learning rate too high for this network and batch size (LR "
+                                    f"{lr:g} at the end of that epoch); the run was stopped and is not marked "
+                                    f"finished.")
             loss_sum.zero_()
             loss_count = 0
             records.append(record)

@@ -259,6 +259,10 @@ def test_corrupt_run_file_gets_a_clear_error(tmp_path):
     ({"retrain_times": (2, 9)}, r"\(0, T\] = \(0, 4\] epochs; got 9"),
     ({"structured_configs": ("resnet56_z",)}, "unknown filter-pruning config 'resnet56_z'"),
     ({"colour": "red"}, "unknown profile field 'colour'; valid fields: network"),
+    ({"densities": 0.5}, r"densities must be a sequence, e.g. densities=\(0.5,\); got 0.5"),
+    ({"batch_size": 0}, "batch_size must be a whole number ≥ 1; got 0"),
+    ({"n_eval": 0}, "n_eval must be a whole number ≥ 1, or None for the whole split; got 0"),
+    ({"lr": -1}, r"lr must be a positive number \(0.1 in the paper\); got -1"),
 ])
 def test_bad_profile_input(overrides, message, tmp_path):
     with pytest.raises(ValueError, match=message):
@@ -322,3 +326,47 @@ def test_profile_recipe_fields_stay_in_sync():
     profile = P.get_profile("paper")
     assert {f.name for f in fields(Recipe)} <= {f.name for f in fields(P.Profile)}
     assert profile.recipe == Recipe()  # the paper profile's recipe is the paper's CIFAR recipe
+
+
+def test_cli_reports_a_bad_model_option_before_training(tmp_path, capsys):
+    rc = cli.main(["grid", "smoke", "--kind", "one_shot", "--out", str(tmp_path), "--quiet", "--no-progress",
+                   "--set", "model_options={'width': 0}"])
+    assert rc == 2
+    assert "width must be a positive whole number of channels (16 in the paper); got 0" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_is_not_finished(tmp_path, capsys):
+    rc = cli.main(["grid", "smoke", "--kind", "one_shot", "--out", str(tmp_path), "--quiet", "--no-progress",
+                   "--set", "lr=1e6", "--set", "densities=(0.5,)", "--set", "techniques=('fine_tuning',)"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "dense seed=1: the training loss is" in err and "the run diverged" in err and "LR" in err
+    assert "epoch 1" in err
+    assert not list(tmp_path.rglob("result.json"))  # nothing that looks finished
+
+
+def test_a_full_disk_gets_a_clear_error_and_a_rerun_completes_the_same_table(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from rewindkit import storage
+    profile = P.get_profile("smoke", densities=(0.5,), techniques=("fine_tuning", "lr_rewinding"))
+    with one_thread():
+        want = E.run_grid(profile, "one_shot", tmp_path / "whole", progress=False).results
+    real_replace, writes = os.replace, []
+
+    def replace_until_full(src, dst):
+        writes.append(dst)
+        if len(writes) > 25:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(storage.os, "replace", replace_until_full)
+    with one_thread(), pytest.raises(storage.DiskFullError, match="no space left on the device while writing"):
+        E.run_grid(profile, "one_shot", tmp_path / "full", progress=False)
+    assert not list((tmp_path / "full").rglob("*.tmp"))  # no half-written file is left behind
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    with one_thread():
+        got = E.run_grid(profile, "one_shot", tmp_path / "full", progress=False).results
+    pd.testing.assert_frame_equal(got.drop(columns="run_id"), want.drop(columns="run_id"))
+    assert list(got.run_id) == list(want.run_id)
