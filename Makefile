@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export REWINDKIT_PROGRESS ?= 0
 
-.PHONY: venv reproduce test unit notebooks-smoke figures benchmark clean
+.PHONY: venv reproduce test unit benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -49,7 +49,7 @@ from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, at
                       load_tensor_dict, load_torch)
 from .techniques import Technique, load_state, plan_retraining, retraining_data_seed, start_retraining
 from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model,
-                       progress_enabled, train_steps)
+                       progress_enabled, snapshot, train_steps)
 
 RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key data_seed)
 RESULT_COLUMNS = ["network", "pruning", "schedule", "technique", "density", "retrain_time", "trial",
@@ -233,10 +233,6 @@ def _write_metrics(rows: list[dict], path: Path) -> None:
                       .to_csv(index=False), path)
 
 
-def _cpu_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 def _prune(model, spec: RunSpec, parent_mask: Mask | None) -> Mask:
     p = spec.pruning
     if p["method"] == "global_magnitude":
@@ -314,8 +310,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
         ckpt = load_torch(checkpoint_path, what=f"checkpoint of run {run_id}")
         model = prepare_model(build(), hardware)
         optimizer = make_optimizer(model, recipe, hardware)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_state(model, optimizer, TrainState.from_dict(ckpt))  # the one path to a state (kernel flags, layouts)
         start, rows = int(ckpt["step"]), list(ckpt["rows"])
     elif spec.is_dense:
         model = prepare_model(init_model(build, spec.seed), hardware)
@@ -336,16 +331,16 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
                      "val_acc": record.val_acc, "test_acc": record.test_acc})
         _write_metrics(rows, folder / "metrics.csv")
         if record.step < stop:
-            atomic_torch_save({"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
-                               "step": record.step, "rows": rows}, checkpoint_path)
+            atomic_torch_save({**snapshot(model, optimizer, record.step).to_dict(), "rows": rows}, checkpoint_path)
 
     train_steps(model, optimizer, ds, lr_schedule, start, stop, seed=spec.resolved_data_seed,
                 batch_size=recipe.batch_size,
                 mask=mask, hardware=hardware, save_at=save_at, on_save=on_save, on_epoch=on_epoch,
                 log=log, progress=False, description=spec.label())
 
-    atomic_torch_save(_cpu_state(model), folder / "final.pt")
-    atomic_torch_save(optimizer.state_dict(), folder / "final_optimizer.pt")
+    final = snapshot(model, optimizer, stop)
+    atomic_torch_save(final.model, folder / "final.pt")
+    atomic_torch_save(final.optimizer, folder / "final_optimizer.pt")
     last = rows[-1] if rows else {"test_acc": float("nan"), "val_acc": float("nan")}
     spe = schedule.steps_per_epoch
     row = {"network": spec.setup["network"], "test_acc": last["test_acc"], "val_acc": last["val_acc"],
@@ -632,10 +627,6 @@ class GridResult:
     results: pd.DataFrame
     base: pd.DataFrame
     run_ids: list[str] = field(default_factory=list)
-
-    @property
-    def results_csv(self) -> Path:
-        return self.out / "results.csv"
 
 
 def tables(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:

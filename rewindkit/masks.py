@@ -90,25 +90,11 @@ class Mask(Mapping[str, torch.Tensor]):
         total = self.num_total()
         return self.num_kept() / total if total else 1.0
 
-    def compression_ratio(self) -> float:
-        """Prunable weights before ÷ after (the paper's CR = 1/density)."""
-        return 1.0 / self.density()
-
     def layer_densities(self) -> dict[str, float]:
         """Density of each weight entry, in model order."""
         return {n: float(self._entries[n].float().mean()) for n in self.weight_names}
 
-    # -- algebra ------------------------------------------------------------------------------
-    def __and__(self, other: Mask) -> Mask:
-        names = set(self) | set(other)
-        out = {}
-        for n in names:
-            if n in self and n in other:
-                out[n] = self[n] & other[n].to(self[n].device)
-            else:
-                out[n] = (self[n] if n in self else other[n]).clone()
-        return Mask({n: out[n] for n in list(self) + [m for m in other if m not in self]})
-
+    # -- comparison ---------------------------------------------------------------------------
     def is_subset_of(self, other: Mask) -> bool:
         """True when every weight this mask keeps is also kept by ``other`` (masks are monotone)."""
         return all(not bool((self[n] & ~other[n].to(self[n].device)).any()) for n in self if n in other)

@@ -101,7 +101,7 @@ def _errorbar(ax, x, rows, technique, dashed=False, label=None):
                 markerfacecolor="white" if dashed else COLORS[technique], label=label)
 
 
-def _legend(fig, axes, overlay_label=None):
+def _legend(fig, axes):
     handles, labels = axes[0].get_legend_handles_labels()
     seen = dict(zip(labels, handles))
     fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=min(len(seen), 4), frameon=False,

@@ -42,7 +42,7 @@ def _keep_count(density: float, base: Mask) -> int:
     return max(k, 1)
 
 
-def _mask_from_scores(model: nn.Module, base: Mask, scores: dict[str, torch.Tensor], k: int) -> Mask:
+def _mask_from_scores(base: Mask, scores: dict[str, torch.Tensor], k: int) -> Mask:
     names = base.weight_names
     flat = torch.cat([scores[n].flatten() for n in names])
     keep = torch.zeros_like(flat, dtype=torch.bool)
@@ -67,7 +67,7 @@ def global_magnitude(model: nn.Module, density: float, mask: Mask | None = None)
     base = _base_mask(model, mask)
     params = dict(model.named_parameters())
     scores = {n: params[n].detach().abs().float() * base[n].to(params[n].device) for n in base.weight_names}
-    return _mask_from_scores(model, base, scores, _keep_count(density, base))
+    return _mask_from_scores(base, scores, _keep_count(density, base))
 
 
 @torch.no_grad()
@@ -95,7 +95,7 @@ def random_pruning(model: nn.Module, density: float, mask: Mask | None = None, s
     base = _base_mask(model, mask)
     gen = torch.Generator().manual_seed(seed)
     scores = {n: (torch.rand(base[n].shape, generator=gen) + 1.0) * base[n].cpu() for n in base.weight_names}
-    return _mask_from_scores(model, base, scores, _keep_count(density, base))
+    return _mask_from_scores(base, scores, _keep_count(density, base))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -370,3 +370,22 @@ def test_a_full_disk_gets_a_clear_error_and_a_rerun_completes_the_same_table(tmp
         got = E.run_grid(profile, "one_shot", tmp_path / "full", progress=False).results
     pd.testing.assert_frame_equal(got.drop(columns="run_id"), want.drop(columns="run_id"))
     assert list(got.run_id) == list(want.run_id)
+
+
+def test_laptop_run_ids_are_pinned():
+    """Run ids name the cached runs (and the committed figures' tables): a refactor must not move
+    them. These are the ids of run format 2; a deliberate change of what a run computes bumps
+    RUNS_FORMAT and updates them."""
+    laptop = P.get_profile("laptop")
+    one_shot, iterative = E.grid_specs(laptop, "one_shot"), E.grid_specs(laptop, "iterative")
+    structured = E.grid_specs(laptop, "structured")
+    got = {s.label(): s.id for s in (one_shot[0], one_shot[1], one_shot[-1], iterative[-1], structured[-1])}
+    assert got == {
+        "dense seed=1": "254017f56b7c1641",
+        "one_shot density=0.4096 fine_tuning t=3 seed=1": "873b6c9dba89eaff",
+        "one_shot density=0.02815 reinitialization t=3 seed=3": "12284e67e4c5c9d5",
+        "iterative density=0.1678 lr_rewinding t=12 seed=3": "f5546b2992ae43b0",
+        "one_shot generic_b L5 reinitialization t=3 seed=3": "86648b4665968378",
+    }
+    committed = pd.read_csv(Path(__file__).resolve().parents[1] / "figures" / "laptop" / "03_results.csv")
+    assert set(committed.run_id) == {s.id for s in one_shot if not s.is_dense}
