@@ -15,6 +15,7 @@ from helpers import one_thread
 from rewindkit import cli
 from rewindkit import experiments as E
 from rewindkit import profiles as P
+from rewindkit import runner
 from rewindkit.masks import Mask
 from rewindkit.storage import CorruptFileError
 
@@ -145,7 +146,7 @@ def test_finished_runs_are_never_recomputed(grids, monkeypatch):
     out, g = grids
     def boom(*a, **k):
         raise AssertionError("recomputed")
-    monkeypatch.setattr(E, "train_steps", boom)
+    monkeypatch.setattr(runner, "train_steps", boom)
     again = E.run_grid(SMOKE, "one_shot", out, progress=False)
     pd.testing.assert_frame_equal(again.results, g["one_shot"].results)
 
@@ -196,17 +197,17 @@ def test_resume_mid_run_from_checkpoint(tmp_path):
     class Stop(Exception):
         pass
 
-    real = E.atomic_torch_save
+    real = runner.atomic_torch_save
     def stop_after_checkpoint(obj, path):
         real(obj, path)
         if Path(path).name == "checkpoint.pt" and obj["step"] >= 16:
             raise Stop
-    E.atomic_torch_save = stop_after_checkpoint
+    runner.atomic_torch_save = stop_after_checkpoint
     try:
         with pytest.raises(Stop):
             E.execute(dense, tmp_path / "b")
     finally:
-        E.atomic_torch_save = real
+        runner.atomic_torch_save = real
     assert not (tmp_path / "b" / "runs" / dense.id / "result.json").exists()
     E.execute(dense, tmp_path / "b")
     a = torch.load(tmp_path / "a" / "runs" / dense.id / "final.pt", weights_only=True)

@@ -1,0 +1,154 @@
+"""Running a list of runs, dependencies first: here in worker processes (:func:`run_specs`) or as
+Ray tasks (:func:`run_specs_ray`). Both skip finished runs and run :func:`runner.execute`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .grids import needed_rewind_steps
+from .runner import execute
+from .runs import RunSpec, RunStore
+from .training import Hardware, progress_enabled
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _worker_init(threads: int | None):
+    if threads:
+        torch.set_num_threads(threads)
+    os.environ["REWINDKIT_PROGRESS"] = "0"
+
+
+def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), workers: int = 1,
+              progress: bool | None = None, log: Callable[[str], None] | None = None,
+              log_epochs: bool = False) -> dict[str, dict]:
+    """Execute ``specs`` (deduplicated, dependencies first) and return ``{run id: result}``.
+
+    With ``workers > 1`` independent runs go to that many processes (one CPU thread each on CPU,
+    which on 2 cores gives about 1.5× the throughput of one 2-thread process). Under torchrun every
+    rank executes every run together, data-parallel, so ``workers`` is ignored.
+    """
+    if distributed.is_distributed():
+        workers = 1
+    store = RunStore(out)
+    unique = {s.id: s for s in specs}
+    need = needed_rewind_steps(list(unique.values()))
+    results = {i: store.result(i) for i in unique if store.is_done(i)}
+    pending = [s for i, s in unique.items() if i not in results]
+    missing = {d for s in pending for d in s.dependencies if d not in unique and not store.is_done(d)}
+    if missing:
+        raise ValueError(f"runs depend on unknown unfinished runs: {sorted(missing)}")
+    bar = None
+    if progress_enabled(progress) and pending:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(unique), initial=len(results), desc="runs")
+    done_count = len(results)
+
+    def finished(spec, result):
+        nonlocal done_count
+        results[spec.id] = result
+        done_count += 1
+        if bar is not None:
+            bar.update(1)
+        if log is not None:
+            r = result["row"]
+            log(f"[{done_count}/{len(unique)}] {spec.label()}: test {r['test_acc']:.4f} "
+                f"val {r['val_acc']:.4f} ({result['seconds']:.1f} s)")
+
+    epoch_log = log if log_epochs else None
+    if workers <= 1:
+        for spec in pending:
+            finished(spec, execute(spec, out, hardware, need.get(spec.id, ()), epoch_log))
+    else:
+        import multiprocessing
+        threads = 1 if str(hardware.device) == "cpu" else None
+        waiting = list(pending)
+        running = {}
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            while waiting or running:
+                for spec in [s for s in waiting if all(d in results for d in s.dependencies)]:
+                    if len(running) >= workers * 2:
+                        break
+                    waiting.remove(spec)
+                    running[pool.submit(execute, spec, out, hardware, need.get(spec.id, ()),
+                                        _print_line if log_epochs else None)] = spec
+                if not running:
+                    raise RuntimeError("dependency cycle among runs")  # cannot happen for grid specs
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    spec = running.pop(fut)
+                    finished(spec, fut.result())
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _ray_task(spec: RunSpec, out, hardware: Hardware, rewind_steps, *dependencies) -> dict:
+    """One run as a Ray task; ``dependencies`` are the results of the runs it starts from (Ray
+    schedules it after them)."""
+    if str(hardware.device) == "cpu":
+        torch.set_num_threads(1)
+    os.environ["REWINDKIT_PROGRESS"] = "0"
+    return execute(spec, out, hardware, rewind_steps)
+
+
+def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *, address: str | None = None,
+                  workers: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Execute ``specs`` as Ray tasks: one GPU each where there are GPUs, one CPU slot otherwise.
+
+    A retraining run waits for its dense run and level k for level k−1 (their results are passed
+    as task arguments). Without ``address`` a local Ray instance with ``workers`` CPU slots is
+    started; with one (e.g. ``"auto"`` or ``"ray://host:10001"``) the existing cluster is used and
+    ``out`` must be on a file system every node sees. A worker lost mid-run costs only that run:
+    Ray retries the task, which resumes from the run's last checkpoint, and rerunning the grid fills
+    any remaining gaps.
+    """
+    import ray
+
+    store = RunStore(out)
+    unique = {s.id: s for s in specs}
+    need = needed_rewind_steps(list(unique.values()))
+    results = {i: store.result(i) for i in unique if store.is_done(i)}
+    pending = [s for i, s in unique.items() if i not in results]
+    if not pending:
+        return results
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = {"address": address, "include_dashboard": False, "log_to_driver": False,
+                   "configure_logging": False}
+        if address is None:
+            options["num_cpus"] = workers or os.cpu_count()
+        ray.init(**{k: v for k, v in options.items() if v is not None or k == "address"})
+    try:
+        gpus = 1 if str(hardware.device).startswith("cuda") else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(_ray_task)
+        refs = {}
+        for spec in pending:  # grid specs list dependencies first
+            deps = [refs[d] for d in spec.dependencies if d in refs]
+            refs[spec.id] = task.remote(spec, str(Path(out).resolve()), hardware, sorted(need.get(spec.id, ())), *deps)
+        ids = {ref: run_id for run_id, ref in refs.items()}
+        remaining = list(refs.values())
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            run_id = ids[done[0]]
+            results[run_id] = ray.get(done[0])
+            if log is not None:
+                r = results[run_id]["row"]
+                log(f"[{len(results)}/{len(unique)}] {unique[run_id].label()}: test {r['test_acc']:.4f}")
+    finally:
+        if started_here:
+            ray.shutdown()
+    return results
+
+
+EXECUTORS = ("local", "ray")

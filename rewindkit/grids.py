@@ -1,0 +1,115 @@
+"""The paper's grids as lists of runs (paper §4) — the file to edit to run another grid.
+
+* **one-shot** — per seed one dense run of T epochs saving every rewind point needed; then for each
+  density × technique × t, prune the dense final weights once and retrain (§4);
+* **iterative** — prune 20% of the remaining weights, retrain with a technique at its chain's t (its
+  fixed budget, and every t of ``iterative_retrain_grid``), repeat; weight rewinding rewinds every
+  level to the same iteration T−t of the dense run (§3.1);
+* **structured** — L1 filter configurations at levels 1–5, one-shot (§3.2).
+"""
+
+from __future__ import annotations
+
+from .profiles import GRID_KINDS, Profile
+from .runner import load_dataset
+from .runs import RunSpec, canonical_json, setup_from_profile
+from .techniques import plan_retraining
+from .training import Recipe
+
+
+def dense_specs(profile: Profile) -> list[RunSpec]:
+    setup = setup_from_profile(profile)
+    return [RunSpec(setup, seed) for seed in profile.seeds]
+
+
+def _retrain_times(profile: Profile, technique: str, times) -> tuple:
+    """The t grid of ``technique``: every t, except that a profile may run reinitialization (which
+    trains T + t epochs) once per cell, at the smallest t — the laptop's documented economy."""
+    if technique == "reinitialization" and not profile.reinit_every_t:
+        return (min(times),)
+    return tuple(times)
+
+
+def one_shot_specs(profile: Profile, techniques=None) -> list[RunSpec]:
+    techniques = tuple(techniques or profile.techniques)
+    specs = []
+    for dense in dense_specs(profile):
+        specs.append(dense)
+        for density in profile.densities:
+            for tech in techniques:
+                for t in _retrain_times(profile, tech, profile.retrain_times):
+                    specs.append(RunSpec(dense.setup, dense.seed, tech, t,
+                                         {"method": "global_magnitude", "density": density},
+                                         "one_shot", dense.id, dense.id, 1))
+    return specs
+
+
+def iterative_chain_times(profile: Profile) -> dict[str, tuple]:
+    """The t of every iterative chain per technique: its fixed budget (the paper's force_all curves,
+    §5.3) plus, where the profile sets ``iterative_retrain_grid``, every t of that grid (the
+    authors' best-validated iterative curves pick among them, as for one-shot)."""
+    return {tech: tuple(sorted({float(t), *map(float, profile.iterative_retrain_grid)}))
+            for tech, t in profile.iterative_retrain_times.items()}
+
+
+def iterative_specs(profile: Profile) -> list[RunSpec]:
+    """One chain of ``iterative_levels`` levels per seed, technique and t; a chain keeps its t at
+    every level, as the authors' ``iterative.py`` does."""
+    specs = []
+    for dense in dense_specs(profile):
+        specs.append(dense)
+        for tech, times in iterative_chain_times(profile).items():
+            for t in times:
+                parent = dense.id
+                for level in range(1, profile.iterative_levels + 1):
+                    spec = RunSpec(dense.setup, dense.seed, tech, _plain(t),
+                                   {"method": "global_magnitude", "density": round(0.8**level, 10)},
+                                   "iterative", parent, dense.id, level)
+                    specs.append(spec)
+                    parent = spec.id
+    return specs
+
+
+def _plain(t: float):
+    """t as the profile writes it (4, not 4.0), so run ids do not depend on how t was computed."""
+    return int(t) if float(t).is_integer() else t
+
+
+def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:
+    techniques = tuple(techniques or profile.structured_techniques or profile.techniques)
+    times = profile.structured_retrain_times or profile.retrain_times
+    specs = []
+    for dense in dense_specs(profile):
+        specs.append(dense)
+        for config in profile.structured_configs:
+            for level in profile.structured_levels:
+                for tech in techniques:
+                    for t in _retrain_times(profile, tech, times):
+                        specs.append(RunSpec(dense.setup, dense.seed, tech, t,
+                                             {"method": "l1_filters", "config": config, "level": level},
+                                             "one_shot", dense.id, dense.id, level))
+    return specs
+
+
+def grid_specs(profile: Profile, kind: str, techniques=None) -> list[RunSpec]:
+    if kind not in GRID_KINDS:
+        raise ValueError(f"unknown grid kind {kind!r}; valid kinds: {', '.join(GRID_KINDS)}")
+    if kind == "iterative":
+        return iterative_specs(profile)
+    return (one_shot_specs if kind == "one_shot" else structured_specs)(profile, techniques)
+
+
+def needed_rewind_steps(specs: list[RunSpec]) -> dict[str, set[int]]:
+    """For each dense run, the iterations T−t its retraining runs will rewind to."""
+    need: dict[str, set[int]] = {}
+    cache = {}
+    for spec in specs:
+        if spec.is_dense or spec.technique not in ("weight_rewinding", "low_lr_weight_rewinding"):
+            continue
+        key = canonical_json(spec.setup)
+        if key not in cache:
+            n_train = load_dataset(spec.setup, "cpu").n_train
+            cache[key] = Recipe(**spec.setup["recipe"]).schedule(n_train)
+        plan = plan_retraining(spec.technique, spec.retrain_time, cache[key])
+        need.setdefault(spec.dense, set()).add(plan.rewind_step)
+    return need

@@ -1,0 +1,194 @@
+"""Executing one run to completion (:func:`execute`): load its data and starting state, prune,
+train, write its files. Every file is written atomically, so a run killed at any moment resumes from
+its last checkpoint and a finished run (one with ``result.json``) is never recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import data, distributed, models, pruning
+from .flops import forward_flops
+from .masks import Mask
+from .profiles import Profile
+from .runs import RunSpec, RunStore, canonical_json, provenance, pruning_label, setup_from_profile
+from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
+                      load_tensor_dict, load_torch)
+from .techniques import load_state, plan_retraining, start_retraining
+from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model, snapshot,
+                       train_steps)
+
+_DATA_CACHE: dict[str, data.Dataset] = {}
+
+
+def load_dataset(setup: dict, device) -> data.Dataset:
+    key = canonical_json([setup["dataset"], setup["dataset_options"], setup["n_train"], setup["n_eval"],
+                          str(device), str(data.data_dir())])
+    if key not in _DATA_CACHE:
+        ds = data.load(setup["dataset"], **setup["dataset_options"])
+        if setup["n_train"] is not None or setup["n_eval"] is not None:
+            ds = ds.subset(setup["n_train"], setup["n_eval"])
+        _DATA_CACHE[key] = ds.to(device)
+    return _DATA_CACHE[key]
+
+
+def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module]:
+    def build():
+        return models.create(setup["network"], num_classes=ds.num_classes, in_channels=ds.input_shape[0],
+                             **setup["model_options"])
+    return build
+
+
+def _write_metrics(rows: list[dict], path: Path) -> None:
+    atomic_write_text(pd.DataFrame(rows, columns=["epoch", "step", "lr", "train_loss", "val_acc", "test_acc"])
+                      .to_csv(index=False), path)
+
+
+def _prune(model, spec: RunSpec, parent_mask: Mask | None) -> Mask:
+    p = spec.pruning
+    if p["method"] == "global_magnitude":
+        return pruning.global_magnitude(model, p["density"], parent_mask)
+    if p["method"] == "l1_filters":
+        return pruning.l1_filters(model, p["config"], p["level"])
+    raise ValueError(f"unknown pruning method {p['method']!r}; valid: global_magnitude, l1_filters")
+
+
+def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardware) -> TrainState:
+    """The dense run's state at iteration ``step``; regenerated deterministically by replaying from
+    the nearest earlier saved checkpoint if the finished dense run did not save it."""
+    folder = store.dir(dense_id) / "rewind"
+    path = folder / f"step_{step}.pt"
+    if not path.exists():
+        saved = sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.pt"))
+        earlier = [s for s in saved if s <= step]
+        if not earlier:
+            raise CorruptFileError(f"dense run {dense_id} has no checkpoint at or before iteration {step} in {folder}")
+        spec = RunSpec.from_config(load_json(store.dir(dense_id) / "config.json", what="run config"))
+        ds = load_dataset(spec.setup, hardware.device)
+        recipe = Recipe(**spec.setup["recipe"])
+        start = TrainState.from_dict(load_torch(folder / f"step_{earlier[-1]}.pt", what="rewind checkpoint"))
+        model = prepare_model(model_builder(spec.setup, ds)(), hardware)
+        optimizer = make_optimizer(model, recipe, hardware)
+        load_state(model, optimizer, start)
+        train_steps(model, optimizer, ds, recipe.schedule(ds.n_train), start.step, step, seed=spec.resolved_data_seed,
+                    batch_size=recipe.batch_size, hardware=hardware, save_at={step}, progress=False,
+                    evaluate_every_epoch=False,
+                    on_save=lambda s: atomic_torch_save(s.to_dict(), path))
+        distributed.barrier()  # rank 0 wrote the checkpoint; every rank reads it next
+    return TrainState.from_dict(load_torch(path, what="rewind checkpoint"))
+
+
+def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(), log=None) -> dict:
+    """Run ``spec`` to completion in ``root`` (resuming if it was interrupted); return its result."""
+    store = RunStore(root)
+    run_id = spec.id
+    folder = store.dir(run_id)
+    if store.is_done(run_id):
+        return store.result(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = spec.config()
+    if (folder / "config.json").exists():
+        if load_json(folder / "config.json", what="run config") != json.loads(canonical_json(config)):
+            raise CorruptFileError(f"{folder / 'config.json'} does not match run {run_id}; delete the folder")
+    else:
+        atomic_write_json(config, folder / "config.json")
+
+    ds = load_dataset(spec.setup, hardware.device)
+    build = model_builder(spec.setup, ds)
+    recipe = Recipe(**spec.setup["recipe"])
+    schedule = recipe.schedule(ds.n_train)
+    started = time.time()
+
+    mask = None
+    if spec.is_dense:
+        start, stop, lr_schedule = 0, schedule.total_steps, schedule
+        save_at = set(rewind_steps) | {0}
+    else:
+        parent = store.dir(spec.parent)
+        parent_final = load_tensor_dict(parent / "final.pt", what=f"final weights of run {spec.parent}")
+        parent_mask = Mask.load(parent / "mask.pt") if (parent / "mask.pt").exists() else None
+        probe = build()
+        probe.load_state_dict(parent_final)
+        mask = _prune(probe, spec, parent_mask)
+        mask.save(folder / "mask.pt")
+        plan = plan_retraining(spec.technique, spec.retrain_time, schedule, recipe.fine_tune_lr)
+        start, stop, lr_schedule = plan.start_step, plan.stop_step, plan.lr_schedule
+        save_at = set()
+
+    checkpoint_path = folder / "checkpoint.pt"
+    rows: list[dict] = []
+    if checkpoint_path.exists():
+        ckpt = load_torch(checkpoint_path, what=f"checkpoint of run {run_id}")
+        model = prepare_model(build(), hardware)
+        optimizer = make_optimizer(model, recipe, hardware)
+        load_state(model, optimizer, TrainState.from_dict(ckpt))  # the one path to a state (kernel flags, layouts)
+        start, rows = int(ckpt["step"]), list(ckpt["rows"])
+    elif spec.is_dense:
+        model = prepare_model(init_model(build, spec.seed), hardware)
+        optimizer = make_optimizer(model, recipe, hardware)
+    else:
+        final = TrainState(parent_final, load_torch(parent / "final_optimizer.pt", what="optimizer state"),
+                           schedule.total_steps)
+        rewind = (rewind_checkpoint(store, spec.dense, plan.rewind_step, hardware)
+                  if plan.rewind_step is not None else None)
+        model, optimizer = start_retraining(build, recipe, plan, final=final, rewind=rewind, seed=spec.seed,
+                                            hardware=hardware)
+
+    def on_save(state: TrainState):
+        atomic_torch_save(state.to_dict(), folder / "rewind" / f"step_{state.step}.pt")
+
+    def on_epoch(record: EpochRecord, model, optimizer):
+        rows.append({"epoch": record.epoch, "step": record.step, "lr": record.lr, "train_loss": record.train_loss,
+                     "val_acc": record.val_acc, "test_acc": record.test_acc})
+        _write_metrics(rows, folder / "metrics.csv")
+        if record.step < stop:
+            atomic_torch_save({**snapshot(model, optimizer, record.step).to_dict(), "rows": rows}, checkpoint_path)
+
+    train_steps(model, optimizer, ds, lr_schedule, start, stop, seed=spec.resolved_data_seed,
+                batch_size=recipe.batch_size,
+                mask=mask, hardware=hardware, save_at=save_at, on_save=on_save, on_epoch=on_epoch,
+                log=log, progress=False, description=spec.label())
+
+    final = snapshot(model, optimizer, stop)
+    atomic_torch_save(final.model, folder / "final.pt")
+    atomic_torch_save(final.optimizer, folder / "final_optimizer.pt")
+    last = rows[-1] if rows else {"test_acc": float("nan"), "val_acc": float("nan")}
+    spe = schedule.steps_per_epoch
+    row = {"network": spec.setup["network"], "test_acc": last["test_acc"], "val_acc": last["val_acc"],
+           "flops": forward_flops(model, ds.input_shape, mask), "epochs": (stop - (0 if spec.is_dense else
+                                                                                   plan.start_step)) / spe,
+           "level": spec.level, "run_id": run_id, "trial": spec.seed}
+    if not spec.is_dense:
+        row.update(pruning=pruning_label(spec.pruning), schedule=spec.schedule, technique=spec.technique,
+                   density=mask.density(), retrain_time=spec.retrain_time)
+    result = {"kind": config["kind"], "row": row, "seconds": time.time() - started,
+              "provenance": provenance(hardware)}
+    atomic_write_json(result, folder / "result.json")
+    if distributed.is_primary():
+        checkpoint_path.unlink(missing_ok=True)
+    distributed.barrier()  # later runs read this run's files on every rank
+    return result
+
+
+
+
+def metrics(out, run_id: str) -> pd.DataFrame:
+    """The per-epoch metrics of a run (``metrics.csv``)."""
+    path = Path(out) / "runs" / run_id / "metrics.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics for run {run_id} in {out}")
+    return pd.read_csv(path)
+
+
+def load_model(profile: Profile, out, run_id: str, device="cpu") -> torch.nn.Module:
+    """Rebuild a finished run's network with its final weights (a plain state_dict, no pickles)."""
+    setup = setup_from_profile(profile)
+    model = model_builder(setup, load_dataset(setup, device))()
+    model.load_state_dict(load_tensor_dict(Path(out) / "runs" / run_id / "final.pt", what="final weights"))
+    return model.to(device)

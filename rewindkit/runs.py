@@ -1,0 +1,175 @@
+"""A run's identity and its folder (paper §4): :class:`RunSpec` hashes the resolved configuration
+(and, for a retraining run, the ids of the runs it starts from) into the run id; :class:`RunStore`
+is a results folder holding ``<root>/runs/<id>/``; :func:`provenance` says where a run was computed.
+
+A run folder holds:
+
+``config.json``      the resolved configuration
+``metrics.csv``      one row per epoch: epoch, step, lr, train_loss, val_acc, test_acc
+``mask.pt``          name → bool tensor (retraining runs)
+``final.pt``         plain ``state_dict`` of the final weights (pruned entries exactly zero)
+``final_optimizer.pt`` optimizer state at the end (the next iterative level keeps its momentum)
+``rewind/step_N.pt`` weights + optimizer state at iteration N (dense runs: the rewind points T−t)
+``checkpoint.pt``    the latest epoch boundary, while the run is unfinished
+``result.json``      written last: the run's row of the results table plus provenance
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__, distributed, numerics
+from .profiles import Profile
+from .storage import atomic_write_json, load_json
+from .techniques import retraining_data_seed
+from .training import Hardware
+
+RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key data_seed)
+
+
+def setup_from_profile(profile: Profile) -> dict:
+    """The part of a profile that determines a run's result (hardware excluded)."""
+    return {"network": profile.network, "model_options": dict(profile.model_options),
+            "dataset": profile.dataset, "dataset_options": dict(profile.dataset_options),
+            "n_train": profile.n_train, "n_eval": profile.n_eval, "recipe": profile.recipe.to_dict()}
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    setup: dict
+    seed: int
+    technique: str | None = None  # None: the dense run
+    retrain_time: float | None = None
+    pruning: dict | None = None  # {"method": "global_magnitude", "density": d} or {"method": "l1_filters", ...}
+    schedule: str | None = None  # "one_shot" or "iterative"
+    parent: str | None = None  # run whose final weights (and mask, optimizer state) this one starts from
+    dense: str | None = None  # the dense run holding the rewind checkpoints
+    level: int = 0
+    data_seed: int | None = None  # seed of the training batches; None: the dense run's seed, or a fresh
+    #                               stream derived from a retraining run's identity (resolved_data_seed)
+
+    @property
+    def is_dense(self) -> bool:
+        return self.technique is None
+
+    @property
+    def resolved_data_seed(self) -> int:
+        """The seed of this run's batches: ``data_seed`` if given; else the trial seed for a dense run
+        and, for a retraining run, a stream of its own (:func:`techniques.retraining_data_seed`)."""
+        if self.data_seed is not None:
+            return self.data_seed
+        if self.is_dense:
+            return self.seed
+        return retraining_data_seed(self.seed, self.technique, self.retrain_time, canonical_json(self.pruning),
+                                    self.schedule, self.level)
+
+    def config(self) -> dict:
+        cfg = {"format": RUNS_FORMAT, "kind": "dense" if self.is_dense else "retrain",
+               "setup": json.loads(canonical_json(self.setup)), "seed": self.seed}
+        if not self.is_dense:
+            cfg.update(technique=self.technique, retrain_time=self.retrain_time, pruning=self.pruning,
+                       schedule=self.schedule, parent=self.parent, dense=self.dense, level=self.level,
+                       data_seed=self.resolved_data_seed)
+        elif self.data_seed not in (None, self.seed):
+            cfg.update(data_seed=self.data_seed)
+        return cfg
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(canonical_json(self.config()).encode()).hexdigest()[:16]
+
+    @property
+    def epochs(self) -> float:
+        """Epochs this run trains: T for a dense run, T + t for reinitialization, t otherwise."""
+        T = float(self.setup["recipe"]["epochs"])
+        if self.is_dense:
+            return T
+        return T + float(self.retrain_time) if self.technique == "reinitialization" else float(self.retrain_time)
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return tuple(d for d in dict.fromkeys((self.parent, self.dense)) if d is not None)
+
+    def label(self) -> str:
+        if self.is_dense:
+            return f"dense seed={self.seed}"
+        p = self.pruning
+        what = f"density={p['density']:.4g}" if p["method"] == "global_magnitude" else f"{p['config']} L{p['level']}"
+        return f"{self.schedule} {what} {self.technique} t={self.retrain_time:g} seed={self.seed}"
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> RunSpec:
+        if cfg.get("kind") == "dense":
+            return cls(cfg["setup"], cfg["seed"], data_seed=cfg.get("data_seed"))
+        return cls(cfg["setup"], cfg["seed"], cfg["technique"], cfg["retrain_time"], cfg["pruning"],
+                   cfg["schedule"], cfg["parent"], cfg["dense"], cfg["level"], cfg.get("data_seed"))
+
+
+def pruning_label(p: dict | None) -> str:
+    if p is None or p["method"] == "global_magnitude":
+        return "unstructured"
+    return f"structured_{p['config'].rsplit('_', 1)[-1]}"
+
+
+
+class RunStore:
+    """A results folder: ``<root>/rewindkit.json`` (format marker) and ``<root>/runs/<id>/``."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        marker = self.root / "rewindkit.json"
+        if marker.exists():
+            info = load_json(marker, what="results-folder marker")
+            if info.get("format") != RUNS_FORMAT:
+                raise ValueError(f"results folder {self.root} was written by rewindkit {info.get('version')} "
+                                 f"(run format {info.get('format')}); this rewindkit ({__version__}) reads run "
+                                 f"format {RUNS_FORMAT}. Use a new --out folder or delete the old one.")
+        else:
+            atomic_write_json({"format": RUNS_FORMAT, "version": __version__}, marker)
+        distributed.barrier()
+
+    def dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def is_done(self, run_id: str) -> bool:
+        return (self.dir(run_id) / "result.json").exists()
+
+    def result(self, run_id: str) -> dict:
+        return load_json(self.dir(run_id) / "result.json", what=f"result of run {run_id}")
+
+    def finished_results(self) -> list[dict]:
+        runs = self.root / "runs"
+        return [load_json(p, what="run result") for p in sorted(runs.glob("*/result.json"))] if runs.exists() else []
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def provenance(hardware: Hardware) -> dict:
+    device = str(hardware.device)
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name()})"
+    return {"rewindkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": device, "bf16": hardware.bf16, "channels_last": hardware.channels_last,
+            "git_commit": _git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"cpu_numerics": numerics.cpu_numerics()} if device == "cpu" else {})}
+
+
