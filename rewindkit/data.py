@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .storage import atomic_write_bytes
+from .seeds import derive_seed
+from .storage import atomic_write_bytes, data_dir
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -36,17 +37,6 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 DATASETS = ("mnist1d", "cifar10", "imagenet", "synthetic")
 AUGMENTATIONS = ("none", "cifar")
-
-
-def data_dir() -> Path:
-    """Where datasets are cached: ``$REWINDKIT_DATA`` or ``~/.cache/rewindkit``."""
-    return Path(os.environ.get("REWINDKIT_DATA", Path.home() / ".cache" / "rewindkit")).expanduser()
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed derived from any mix of ints and strings (stable across runs and machines)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass(frozen=True)

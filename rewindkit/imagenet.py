@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .data import data_dir, derive_seed
+from .seeds import derive_seed
+from .storage import data_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,6 +19,11 @@ from typing import Any
 import torch
 
 
+def data_dir() -> Path:
+    """Where datasets are cached: ``$REWINDKIT_DATA`` or ``~/.cache/rewindkit``."""
+    return Path(os.environ.get("REWINDKIT_DATA", Path.home() / ".cache" / "rewindkit")).expanduser()
+
+
 class CorruptFileError(RuntimeError):
     """A run or data file exists but cannot be read; the message names the file."""
 

@@ -30,7 +30,8 @@ from enum import Enum
 import torch
 from torch import nn
 
-from .data import Dataset, derive_seed
+from .data import Dataset
+from .seeds import derive_seed
 from .masks import Mask
 from .schedules import ConstantSchedule, StepSchedule
 from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model,

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .data import Dataset, derive_seed
+from .data import Dataset
+from .seeds import derive_seed
 from .masks import Mask, MaskEnforcer
 from .schedules import ConstantSchedule, StepSchedule
 
