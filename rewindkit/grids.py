@@ -13,7 +13,7 @@ from __future__ import annotations
 from .profiles import GRID_KINDS, Profile
 from .runner import load_dataset
 from .runs import RunSpec, canonical_json, setup_from_profile
-from .techniques import plan_retraining
+from .techniques import rewind_steps_needed
 from .training import Recipe
 
 
@@ -100,16 +100,18 @@ def grid_specs(profile: Profile, kind: str, techniques=None) -> list[RunSpec]:
 
 
 def needed_rewind_steps(specs: list[RunSpec]) -> dict[str, set[int]]:
-    """For each dense run, the iterations T−t its retraining runs will rewind to."""
+    """For each dense run, the iterations T−t its retraining runs will rewind to (which techniques
+    rewind is the plan table's knowledge: :func:`techniques.rewind_steps_needed`)."""
     need: dict[str, set[int]] = {}
     cache = {}
     for spec in specs:
-        if spec.is_dense or spec.technique not in ("weight_rewinding", "low_lr_weight_rewinding"):
+        if spec.is_dense:
             continue
         key = canonical_json(spec.setup)
         if key not in cache:
             n_train = load_dataset(spec.setup, "cpu").n_train
             cache[key] = Recipe(**spec.setup["recipe"]).schedule(n_train)
-        plan = plan_retraining(spec.technique, spec.retrain_time, cache[key])
-        need.setdefault(spec.dense, set()).add(plan.rewind_step)
+        steps = rewind_steps_needed([spec.retrain_time], cache[key], [spec.technique])
+        if steps:
+            need.setdefault(spec.dense, set()).update(steps)
     return need
