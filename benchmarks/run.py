@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rewindkit import models, pruning  # noqa: E402
 from rewindkit.data import augment_crop_flip  # noqa: E402
 from rewindkit.masks import MaskEnforcer  # noqa: E402
-from rewindkit.training import Hardware, Recipe, make_optimizer, prepare_model  # noqa: E402
+from rewindkit.hardware import Hardware, prepare_model  # noqa: E402
+from rewindkit.recipe import Recipe  # noqa: E402
+from rewindkit.training import make_optimizer  # noqa: E402
 
 
 def sync(device):
@@ -447,14 +449,16 @@ def bench_grid(rows):
 
 _NUMERICS_EPOCH = """
 import sys, time, torch
-from rewindkit import data, models, techniques
-from rewindkit.training import Hardware, Recipe
+from rewindkit import data, models
+from rewindkit.hardware import Hardware
+from rewindkit.recipe import Recipe
+from rewindkit.training import train_dense
 torch.set_num_threads(1)
 ds = data.load("mnist1d")
 build = lambda: models.create("mnist1d_resnet", depth=8, width=16)
 recipe = Recipe(epochs=int(sys.argv[1]), milestones=())
 start = time.perf_counter()
-techniques.train_dense(build, ds, recipe, seed=1, hardware=Hardware(channels_last=True), progress=False)
+train_dense(build, ds, recipe, seed=1, hardware=Hardware(channels_last=True), progress=False)
 print((time.perf_counter() - start) / recipe.epochs)
 """
 

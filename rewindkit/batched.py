@@ -22,9 +22,11 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .data import BatchStream, Dataset
+from .hardware import Hardware
 from .masks import Mask
+from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
-from .training import Hardware, Recipe, TrainState, make_optimizer, snapshot
+from .training import TrainState, make_optimizer, snapshot
 
 
 @dataclass

@@ -10,8 +10,9 @@
   horizontal flip, per image, then per-image standardisation.
 * ``synthetic`` — small Gaussian-template data for fast tests, any shape.
 
-The order of training examples and every augmentation draw are functions of (seed, step) only,
-so a resumed run sees exactly the batches an uninterrupted run would.
+Each satisfies the training-data protocol of :mod:`rewindkit.batches`: the order of training
+examples and every augmentation draw are functions of (seed, step) only, so a resumed run sees
+exactly the batches an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import BatchOrder, split_validation
 from .seeds import derive_seed
 from .storage import atomic_write_bytes, data_dir
 
@@ -119,31 +121,17 @@ class Dataset:
 
 
 class BatchStream:
-    """Training batches as a pure function of (seed, step).
-
-    Epoch e uses a random permutation drawn from ``derive_seed(seed, "order", e)``; step s takes
-    the (s mod steps_per_epoch)-th slice of its epoch's permutation and augments it with a
-    generator seeded from ``derive_seed(seed, "augment", s)``. The last partial batch of an epoch
-    is dropped, so ``steps_per_epoch = n_train // batch_size``.
-    """
+    """Training batches as a pure function of (seed, step) (:mod:`rewindkit.batches`): iteration s
+    takes the examples :class:`~rewindkit.batches.BatchOrder` gives it and augments them with a
+    generator seeded from ``derive_seed(seed, "augment", s)``."""
 
     def __init__(self, data: Dataset, batch_size: int, seed: int):
-        if batch_size <= 0 or batch_size > data.n_train:
-            raise ValueError(f"batch_size must be in 1..{data.n_train} (training examples); got {batch_size}")
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-        self.steps_per_epoch = data.n_train // batch_size
-        self._epoch, self._perm = None, None
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-            self._perm = torch.randperm(self.data.n_train, generator=gen).to(self.data.device)
-            self._epoch = epoch
-        return self._perm
+        self.data, self.seed = data, seed
+        self.order = BatchOrder(data.n_train, batch_size, seed)
+        self.steps_per_epoch = self.order.steps_per_epoch
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.order.indices(step).to(self.data.device)
         x, y = self.data.train_x[idx], self.data.train_y[idx]
         if self.data.augmentation == "cifar":
             x = augment_crop_flip(x, torch.Generator(device=x.device).manual_seed(derive_seed(self.seed, "augment", step)))
@@ -165,10 +153,8 @@ def augment_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4)
 
 
 def split_test(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2):
-    """Fixed split of a test set into validation (``val_fraction``) and test, independent of run seeds."""
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    n_val = int(round(val_fraction * len(y)))
-    v, t = perm[:n_val], perm[n_val:]
+    """A test set as (validation x, y, test x, y) by the fixed split :func:`batches.split_validation`."""
+    v, t = split_validation(len(y), val_fraction)
     return x[v], y[v], x[t], y[t]
 
 

@@ -13,19 +13,36 @@ import torch
 
 from . import distributed
 from .grids import needed_rewind_steps
+from .hardware import Hardware
 from .runner import execute
 from .runs import RunSpec, RunStore
-from .training import Hardware, progress_enabled
+from .training import progress_enabled
 
 
 def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
-def _worker_init(threads: int | None):
-    if threads:
-        torch.set_num_threads(threads)
+def _worker_init(hardware: Hardware) -> None:
+    """Set up a worker process (a local pool process or a Ray task): one CPU thread per run on CPU
+    (several runs share the cores), no progress bars."""
+    if str(hardware.device) == "cpu":
+        torch.set_num_threads(1)
     os.environ["REWINDKIT_PROGRESS"] = "0"
+
+
+def _pending(specs: list[RunSpec], out) -> tuple[dict[str, RunSpec], dict[str, set[int]], dict[str, dict], list[RunSpec]]:
+    """The shared prologue of both executors: the unique runs, the checkpoints each dense run saves,
+    the results already finished in ``out``, and the runs still to execute (dependencies first)."""
+    store = RunStore(out)
+    unique = {s.id: s for s in specs}
+    need = needed_rewind_steps(list(unique.values()))
+    results = {i: store.result(i) for i in unique if store.is_done(i)}
+    pending = [s for i, s in unique.items() if i not in results]
+    missing = {d for s in pending for d in s.dependencies if d not in unique and not store.is_done(d)}
+    if missing:
+        raise ValueError(f"runs depend on unknown unfinished runs: {sorted(missing)}")
+    return unique, need, results, pending
 
 
 def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), workers: int = 1,
@@ -39,14 +56,7 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
     """
     if distributed.is_distributed():
         workers = 1
-    store = RunStore(out)
-    unique = {s.id: s for s in specs}
-    need = needed_rewind_steps(list(unique.values()))
-    results = {i: store.result(i) for i in unique if store.is_done(i)}
-    pending = [s for i, s in unique.items() if i not in results]
-    missing = {d for s in pending for d in s.dependencies if d not in unique and not store.is_done(d)}
-    if missing:
-        raise ValueError(f"runs depend on unknown unfinished runs: {sorted(missing)}")
+    unique, need, results, pending = _pending(specs, out)
     bar = None
     if progress_enabled(progress) and pending:
         from tqdm.auto import tqdm
@@ -70,11 +80,10 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
             finished(spec, execute(spec, out, hardware, need.get(spec.id, ()), epoch_log))
     else:
         import multiprocessing
-        threads = 1 if str(hardware.device) == "cpu" else None
         waiting = list(pending)
         running = {}
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads,)) as pool:
+                                 initializer=_worker_init, initargs=(hardware,)) as pool:
             while waiting or running:
                 for spec in [s for s in waiting if all(d in results for d in s.dependencies)]:
                     if len(running) >= workers * 2:
@@ -96,9 +105,7 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
 def _ray_task(spec: RunSpec, out, hardware: Hardware, rewind_steps, *dependencies) -> dict:
     """One run as a Ray task; ``dependencies`` are the results of the runs it starts from (Ray
     schedules it after them)."""
-    if str(hardware.device) == "cpu":
-        torch.set_num_threads(1)
-    os.environ["REWINDKIT_PROGRESS"] = "0"
+    _worker_init(hardware)
     return execute(spec, out, hardware, rewind_steps)
 
 
@@ -115,11 +122,7 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
     """
     import ray
 
-    store = RunStore(out)
-    unique = {s.id: s for s in specs}
-    need = needed_rewind_steps(list(unique.values()))
-    results = {i: store.result(i) for i in unique if store.is_done(i)}
-    pending = [s for i, s in unique.items() if i not in results]
+    unique, need, results, pending = _pending(specs, out)
     if not pending:
         return results
     started_here = not ray.is_initialized()
@@ -130,7 +133,7 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
             options["num_cpus"] = workers or os.cpu_count()
         ray.init(**{k: v for k, v in options.items() if v is not None or k == "address"})
     try:
-        gpus = 1 if str(hardware.device).startswith("cuda") else 0
+        gpus = 1 if hardware.is_cuda else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(_ray_task)
         refs = {}
         for spec in pending:  # grid specs list dependencies first

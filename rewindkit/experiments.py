@@ -18,8 +18,9 @@ from .executors import EXECUTORS, run_specs, run_specs_ray  # noqa: F401  (publi
 from .grids import (dense_specs, grid_specs, iterative_chain_times, iterative_specs, needed_rewind_steps,  # noqa: F401
                     one_shot_specs, structured_specs)
 from .profiles import GRID_KINDS, Profile
-from .runner import execute, load_dataset, load_model, metrics, model_builder, rewind_checkpoint  # noqa: F401
-from .runs import RUNS_FORMAT, RunSpec, RunStore, provenance, pruning_label, setup_from_profile  # noqa: F401
+from .runner import (execute, load_dataset, load_model, lr_schedule, metrics, model_builder,  # noqa: F401
+                     rewind_checkpoint, setup_schedule)
+from .runs import RUNS_FORMAT, RunSpec, RunStore, provenance, setup_from_profile  # noqa: F401
 from .tables import BASE_COLUMNS, EXTRA_COLUMNS, RESULT_COLUMNS, tables, write_tables  # noqa: F401
 from .techniques import Technique
 

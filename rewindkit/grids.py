@@ -11,10 +11,10 @@
 from __future__ import annotations
 
 from .profiles import GRID_KINDS, Profile
-from .runner import load_dataset
+from .pruning import FilterPruning, GlobalMagnitude
+from .runner import setup_schedule
 from .runs import RunSpec, canonical_json, setup_from_profile
-from .techniques import rewind_steps_needed
-from .training import Recipe
+from .techniques import StartFrom, rewind_steps_needed, starts_from
 
 
 def dense_specs(profile: Profile) -> list[RunSpec]:
@@ -23,9 +23,10 @@ def dense_specs(profile: Profile) -> list[RunSpec]:
 
 
 def _retrain_times(profile: Profile, technique: str, times) -> tuple:
-    """The t grid of ``technique``: every t, except that a profile may run reinitialization (which
-    trains T + t epochs) once per cell, at the smallest t — the laptop's documented economy."""
-    if technique == "reinitialization" and not profile.reinit_every_t:
+    """The t grid of ``technique``: every t, except that a profile may run a technique that starts
+    from initialisation (reinitialization, which trains T + t epochs) once per cell, at the smallest
+    t — the laptop's documented economy (``reinit_every_t=False``)."""
+    if starts_from(technique) is StartFrom.INIT and not profile.reinit_every_t:
         return (min(times),)
     return tuple(times)
 
@@ -39,7 +40,7 @@ def one_shot_specs(profile: Profile, techniques=None) -> list[RunSpec]:
             for tech in techniques:
                 for t in _retrain_times(profile, tech, profile.retrain_times):
                     specs.append(RunSpec(dense.setup, dense.seed, tech, t,
-                                         {"method": "global_magnitude", "density": density},
+                                         GlobalMagnitude(density),
                                          "one_shot", dense.id, dense.id, 1))
     return specs
 
@@ -63,7 +64,7 @@ def iterative_specs(profile: Profile) -> list[RunSpec]:
                 parent = dense.id
                 for level in range(1, profile.iterative_levels + 1):
                     spec = RunSpec(dense.setup, dense.seed, tech, _plain(t),
-                                   {"method": "global_magnitude", "density": round(0.8**level, 10)},
+                                   GlobalMagnitude(round(0.8**level, 10)),
                                    "iterative", parent, dense.id, level)
                     specs.append(spec)
                     parent = spec.id
@@ -86,7 +87,7 @@ def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:
                 for tech in techniques:
                     for t in _retrain_times(profile, tech, times):
                         specs.append(RunSpec(dense.setup, dense.seed, tech, t,
-                                             {"method": "l1_filters", "config": config, "level": level},
+                                             FilterPruning(config, level),
                                              "one_shot", dense.id, dense.id, level))
     return specs
 
@@ -103,15 +104,14 @@ def needed_rewind_steps(specs: list[RunSpec]) -> dict[str, set[int]]:
     """For each dense run, the iterations T−t its retraining runs will rewind to (which techniques
     rewind is the plan table's knowledge: :func:`techniques.rewind_steps_needed`)."""
     need: dict[str, set[int]] = {}
-    cache = {}
+    schedules = {}
     for spec in specs:
         if spec.is_dense:
             continue
         key = canonical_json(spec.setup)
-        if key not in cache:
-            n_train = load_dataset(spec.setup, "cpu").n_train
-            cache[key] = Recipe(**spec.setup["recipe"]).schedule(n_train)
-        steps = rewind_steps_needed([spec.retrain_time], cache[key], [spec.technique])
+        if key not in schedules:
+            schedules[key] = setup_schedule(spec.setup)
+        steps = rewind_steps_needed([spec.retrain_time], schedules[key], [spec.technique])
         if steps:
             need.setdefault(spec.dense, set()).update(steps)
     return need

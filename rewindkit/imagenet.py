@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .batches import BatchOrder, split_validation
 from .seeds import derive_seed
 from .storage import data_dir
 
@@ -165,20 +166,17 @@ class _Batches(torch.utils.data.Dataset):
 
     def __init__(self, data: ImageFolderData, batch_size: int, seed: int, decode_here: bool):
         self.data, self.batch_size, self.seed, self.decode_here = data, batch_size, seed, decode_here
-        self.steps_per_epoch = data.n_train // batch_size
+        self.order = BatchOrder(data.n_train, batch_size, seed)  # one permutation per epoch, cached per worker
         self.rank, self.world = distributed.rank(), distributed.world_size()
         if batch_size % self.world:
             raise ValueError(f"the global batch {batch_size} must divide evenly over {self.world} processes")
 
     def positions(self, step: int) -> list[tuple[int, int]]:
         """(image index, position in the global batch) for this rank's slice of iteration ``step``."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        if getattr(self, "_epoch", None) != epoch:  # one permutation per epoch, cached per worker
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-            self._perm, self._epoch = torch.randperm(self.data.n_train, generator=gen), epoch
+        indices = self.order.indices(step)
         per_rank = self.batch_size // self.world
         first = self.rank * per_rank
-        return [(int(self._perm[i * self.batch_size + pos]), pos) for pos in range(first, first + per_rank)]
+        return [(int(indices[pos]), pos) for pos in range(first, first + per_rank)]
 
     def __getitem__(self, step: int):
         images, seeds, labels = [], [], []
@@ -289,8 +287,6 @@ class ImageFolderData:
 
     def batches(self, batch_size: int, seed: int, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's slice of the training batches of iterations ``start`` … ``stop − 1``, on the device."""
-        if batch_size <= 0 or batch_size > self.n_train:
-            raise ValueError(f"batch_size must be in 1..{self.n_train} (training images); got {batch_size}")
         gpu_decode = self.decode == "cuda"
         if gpu_decode and self.device.type != "cuda":
             raise ValueError(f"decode='cuda' needs a CUDA training device; this dataset is on {self.device}")
@@ -340,9 +336,7 @@ def load_imagenet(path: str | os.PathLike | None = None, *, workers: int | None 
     if not train_files or not val_files:
         raise FileNotFoundError(f"ImageNet at {root} has {len(train_files)} training and {len(val_files)} "
                                 f"validation images (extensions {', '.join(IMAGE_EXTENSIONS)}); both must be non-empty")
-    perm = torch.randperm(len(val_files), generator=torch.Generator().manual_seed(0)).tolist()
-    n_val = int(round(VALIDATION_FRACTION * len(val_files)))
-    v, t = perm[:n_val], perm[n_val:]
+    v, t = split_validation(len(val_files), VALIDATION_FRACTION)
     workers = int(os.environ.get("REWINDKIT_LOADER_WORKERS", 8)) if workers is None else workers
     decode = os.environ.get("REWINDKIT_DECODE", "cpu") if decode is None else decode
     return ImageFolderData("imagenet", root, tuple(classes), tuple(train_files), tuple(train_labels),

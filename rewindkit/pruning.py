@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -117,6 +118,7 @@ class FilterConfig:
     depth: int | None = None  # None: any ResNet depth
     paper_density: float | None = None  # level-1 density in the authors' data
     rounding: str = "nearest"  # "stochastic": the authors' rounding of fractional filter counts
+    variant: str = ""  # "a" or "b": the paper's configuration the fractions follow (its tables' "structured_a/b")
 
     def fraction(self, conv_index: int, stage: int, level: int) -> float:
         p = 0.0 if conv_index in self.skip else self.fractions[stage]
@@ -126,17 +128,17 @@ class FilterConfig:
 ROUNDINGS = ("nearest", "stochastic")
 _S = "stochastic"
 FILTER_CONFIGS: dict[str, FilterConfig] = {
-    "resnet56_a": FilterConfig("resnet56_a", (0.1, 0.1, 0.1), frozenset({16, 20, 38, 54}), 56, 0.9209, _S),
-    "resnet56_b": FilterConfig("resnet56_b", (0.6, 0.3, 0.1), frozenset({16, 18, 20, 34, 38, 54}), 56, 0.8712, _S),
-    "resnet110_a": FilterConfig("resnet110_a", (0.5, 0.0, 0.0), frozenset({36}), 110, 0.9773, _S),
-    "resnet110_b": FilterConfig("resnet110_b", (0.5, 0.4, 0.3), frozenset({36, 38, 74}), 110, 0.6876, _S),
+    "resnet56_a": FilterConfig("resnet56_a", (0.1, 0.1, 0.1), frozenset({16, 20, 38, 54}), 56, 0.9209, _S, "a"),
+    "resnet56_b": FilterConfig("resnet56_b", (0.6, 0.3, 0.1), frozenset({16, 18, 20, 34, 38, 54}), 56, 0.8712, _S, "b"),
+    "resnet110_a": FilterConfig("resnet110_a", (0.5, 0.0, 0.0), frozenset({36}), 110, 0.9773, _S, "a"),
+    "resnet110_b": FilterConfig("resnet110_b", (0.5, 0.4, 0.3), frozenset({36, 38, 74}), 110, 0.6876, _S, "b"),
     # ImageNet ResNet-34 (torchvision; stages of 3, 4, 6, 3 blocks), stage 4 and the listed layers skipped
-    "resnet34_a": FilterConfig("resnet34_a", (0.3, 0.3, 0.3, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.9246, _S),
-    "resnet34_b": FilterConfig("resnet34_b", (0.5, 0.6, 0.4, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.8937, _S),
+    "resnet34_a": FilterConfig("resnet34_a", (0.3, 0.3, 0.3, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.9246, _S, "a"),
+    "resnet34_b": FilterConfig("resnet34_b", (0.5, 0.6, 0.4, 0.0), frozenset({2, 8, 14, 16, 26}), 34, 0.8937, _S, "b"),
     # The A and B fractions without Li et al.'s ResNet-56 sensitivity list, for any depth
     # (the laptop profile's 1-D ResNet).
-    "generic_a": FilterConfig("generic_a", (0.1, 0.1, 0.1)),
-    "generic_b": FilterConfig("generic_b", (0.6, 0.3, 0.1)),
+    "generic_a": FilterConfig("generic_a", (0.1, 0.1, 0.1), variant="a"),
+    "generic_b": FilterConfig("generic_b", (0.6, 0.3, 0.1), variant="b"),
 }
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -167,6 +169,16 @@ def filter_count(fraction: float, n_filters: int, rounding: str, draw: random.Ra
     raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
 
 
+def _check_filter_pruning(config: str | FilterConfig, level) -> tuple[FilterConfig, int]:
+    if isinstance(config, str):
+        if config not in FILTER_CONFIGS:
+            raise ValueError(f"unknown filter-pruning config {config!r}; valid configs: {', '.join(FILTER_CONFIGS)}")
+        config = FILTER_CONFIGS[config]
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+        raise ValueError(f"level must be a positive integer (the paper uses {LEVELS}); got {level!r}")
+    return config, level
+
+
 def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> Mask:
     """L1-norm filter pruning of the first conv of every residual block (paper §3.2).
 
@@ -177,12 +189,7 @@ def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> 
     really gone and the density counts what the paper counts (removed filters plus next-layer
     channels, §3.2).
     """
-    if isinstance(config, str):
-        if config not in FILTER_CONFIGS:
-            raise ValueError(f"unknown filter-pruning config {config!r}; valid configs: {', '.join(FILTER_CONFIGS)}")
-        config = FILTER_CONFIGS[config]
-    if isinstance(level, bool) or not isinstance(level, int) or level < 1:
-        raise ValueError(f"level must be a positive integer (the paper uses {LEVELS}); got {level!r}")
+    config, level = _check_filter_pruning(config, level)
     blocks = residual_blocks(model)
     if config.depth is not None and getattr(model, "depth", None) != config.depth:
         raise ValueError(f"config {config.name!r} is defined for ResNet-{config.depth}; "
@@ -242,3 +249,65 @@ def released_density(model: nn.Module, mask: Mask, config: str) -> float:
 
 
 RELEASED_DENSITY_CONFIGS = ("resnet56_a", "resnet56_b", "resnet110_a", "resnet110_b")
+
+
+# --------------------------------------------------------------------------------------------------
+# What a retraining run prunes: a small typed description, part of the run's identity
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GlobalMagnitude:
+    """Global magnitude pruning to ``density`` (§3.1); with a parent mask, its zeros stay zero."""
+
+    density: float
+    method: ClassVar[str] = "global_magnitude"
+    label: ClassVar[str] = "unstructured"  # the "pruning" column of the authors' tables
+
+    def __post_init__(self):
+        _check_density(self.density)
+
+    def apply(self, model: nn.Module, mask: Mask | None = None) -> Mask:
+        return global_magnitude(model, self.density, mask)
+
+    def describe(self) -> str:
+        return f"density={self.density:.4g}"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "density": self.density}
+
+
+@dataclass(frozen=True)
+class FilterPruning:
+    """L1-norm filter pruning with configuration ``config`` at compression ``level`` (§3.2)."""
+
+    config: str
+    level: int
+    method: ClassVar[str] = "l1_filters"
+
+    def __post_init__(self):
+        _check_filter_pruning(self.config, self.level)
+
+    @property
+    def label(self) -> str:
+        return f"structured_{FILTER_CONFIGS[self.config].variant}"
+
+    def apply(self, model: nn.Module, mask: Mask | None = None) -> Mask:
+        return l1_filters(model, self.config, self.level)  # one-shot: filters of the dense network
+
+    def describe(self) -> str:
+        return f"{self.config} L{self.level}"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "config": self.config, "level": self.level}
+
+
+PRUNING_METHODS = {cls.method: cls for cls in (GlobalMagnitude, FilterPruning)}
+Pruning = GlobalMagnitude | FilterPruning
+
+
+def pruning_from_dict(d: dict) -> Pruning:
+    """The description stored in a run's ``config.json`` back as its dataclass."""
+    method = d.get("method")
+    if method not in PRUNING_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; valid methods: {', '.join(PRUNING_METHODS)}")
+    return PRUNING_METHODS[method](**{k: v for k, v in d.items() if k != "method"})

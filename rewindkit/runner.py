@@ -13,16 +13,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import data, distributed, models, pruning
+from . import data, distributed, models
 from .flops import forward_flops
+from .hardware import Hardware, prepare_model
 from .masks import Mask
 from .profiles import Profile
-from .runs import RunSpec, RunStore, canonical_json, provenance, pruning_label, setup_from_profile
+from .recipe import Recipe
+from .runs import RunSpec, RunStore, canonical_json, provenance, setup_from_profile
+from .schedules import StepSchedule
 from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from .techniques import load_state, plan_retraining, start_retraining
-from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model, snapshot,
-                       train_steps)
+from .techniques import StartFrom, load_state, start_state
+from .training import EpochRecord, TrainState, make_optimizer, snapshot, train_steps
 
 _DATA_CACHE: dict[str, data.Dataset] = {}
 
@@ -38,6 +40,17 @@ def load_dataset(setup: dict, device) -> data.Dataset:
     return _DATA_CACHE[key]
 
 
+def setup_schedule(setup: dict) -> StepSchedule:
+    """The learning-rate schedule of a run setup's recipe on its training set (iterations per epoch
+    are ``n_train // batch_size``, so the data are loaded, once per process, to count them)."""
+    return Recipe(**setup["recipe"]).schedule(load_dataset(setup, "cpu").n_train)
+
+
+def lr_schedule(profile: Profile) -> StepSchedule:
+    """The learning-rate schedule of ``profile`` (what the notebooks plot)."""
+    return setup_schedule(setup_from_profile(profile))
+
+
 def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module]:
     def build():
         return models.create(setup["network"], num_classes=ds.num_classes, in_channels=ds.input_shape[0],
@@ -50,13 +63,19 @@ def _write_metrics(rows: list[dict], path: Path) -> None:
                       .to_csv(index=False), path)
 
 
-def _prune(model, spec: RunSpec, parent_mask: Mask | None) -> Mask:
-    p = spec.pruning
-    if p["method"] == "global_magnitude":
-        return pruning.global_magnitude(model, p["density"], parent_mask)
-    if p["method"] == "l1_filters":
-        return pruning.l1_filters(model, p["config"], p["level"])
-    raise ValueError(f"unknown pruning method {p['method']!r}; valid: global_magnitude, l1_filters")
+def _mask(store: RunStore, spec: RunSpec, build) -> Mask:
+    """Prune the final weights of ``spec``'s parent (under the parent's mask, if it has one)."""
+    parent = store.dir(spec.parent)
+    probe = build()
+    probe.load_state_dict(load_tensor_dict(parent / "final.pt", what=f"final weights of run {spec.parent}"))
+    parent_mask = Mask.load(parent / "mask.pt") if (parent / "mask.pt").exists() else None
+    return spec.pruning.apply(probe, parent_mask)
+
+
+def _final_state(store: RunStore, run_id: str, step: int) -> TrainState:
+    folder = store.dir(run_id)
+    return TrainState(load_tensor_dict(folder / "final.pt", what=f"final weights of run {run_id}"),
+                      load_torch(folder / "final_optimizer.pt", what=f"optimizer state of run {run_id}"), step)
 
 
 def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardware) -> TrainState:
@@ -103,42 +122,32 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
     build = model_builder(spec.setup, ds)
     recipe = Recipe(**spec.setup["recipe"])
     schedule = recipe.schedule(ds.n_train)
+    plan = spec.plan(schedule, recipe.fine_tune_lr)  # the dense run is a plan too: 0 → T from initialisation
     started = time.time()
 
     mask = None
-    if spec.is_dense:
-        start, stop, lr_schedule = 0, schedule.total_steps, schedule
-        save_at = set(rewind_steps) | {0}
-    else:
-        parent = store.dir(spec.parent)
-        parent_final = load_tensor_dict(parent / "final.pt", what=f"final weights of run {spec.parent}")
-        parent_mask = Mask.load(parent / "mask.pt") if (parent / "mask.pt").exists() else None
-        probe = build()
-        probe.load_state_dict(parent_final)
-        mask = _prune(probe, spec, parent_mask)
+    if spec.pruning is not None:
+        mask = _mask(store, spec, build)
         mask.save(folder / "mask.pt")
-        plan = plan_retraining(spec.technique, spec.retrain_time, schedule, recipe.fine_tune_lr)
-        start, stop, lr_schedule = plan.start_step, plan.stop_step, plan.lr_schedule
-        save_at = set()
 
     checkpoint_path = folder / "checkpoint.pt"
-    rows: list[dict] = []
+    start, rows = plan.start_step, []
     if checkpoint_path.exists():
         ckpt = load_torch(checkpoint_path, what=f"checkpoint of run {run_id}")
         model = prepare_model(build(), hardware)
         optimizer = make_optimizer(model, recipe, hardware)
         load_state(model, optimizer, TrainState.from_dict(ckpt))  # the one path to a state (kernel flags, layouts)
         start, rows = int(ckpt["step"]), list(ckpt["rows"])
-    elif spec.is_dense:
-        model = prepare_model(init_model(build, spec.seed), hardware)
-        optimizer = make_optimizer(model, recipe, hardware)
     else:
-        final = TrainState(parent_final, load_torch(parent / "final_optimizer.pt", what="optimizer state"),
-                           schedule.total_steps)
+        final = (_final_state(store, spec.parent, schedule.total_steps)
+                 if plan.start_from is StartFrom.FINAL else None)
         rewind = (rewind_checkpoint(store, spec.dense, plan.rewind_step, hardware)
                   if plan.rewind_step is not None else None)
-        model, optimizer = start_retraining(build, recipe, plan, final=final, rewind=rewind, seed=spec.seed,
-                                            hardware=hardware)
+        model, optimizer = start_state(build, recipe, plan, final=final, rewind=rewind, seed=spec.seed,
+                                       hardware=hardware)
+    stop = plan.stop_step
+    # a dense run also keeps iteration 0, from which any rewind point a later grid asks for is replayed
+    save_at = set(rewind_steps) | ({0} if spec.is_dense else set())
 
     def on_save(state: TrainState):
         atomic_torch_save(state.to_dict(), folder / "rewind" / f"step_{state.step}.pt")
@@ -150,9 +159,9 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
         if record.step < stop:
             atomic_torch_save({**snapshot(model, optimizer, record.step).to_dict(), "rows": rows}, checkpoint_path)
 
-    train_steps(model, optimizer, ds, lr_schedule, start, stop, seed=spec.resolved_data_seed,
-                batch_size=recipe.batch_size,
-                mask=mask, hardware=hardware, save_at=save_at, on_save=on_save, on_epoch=on_epoch,
+    train_steps(model, optimizer, ds, plan.lr_schedule, start, stop, seed=spec.resolved_data_seed,
+                batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at, on_save=on_save,
+                on_epoch=on_epoch,
                 log=log, progress=False, description=spec.label())
 
     final = snapshot(model, optimizer, stop)
@@ -161,11 +170,10 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
     last = rows[-1] if rows else {"test_acc": float("nan"), "val_acc": float("nan")}
     spe = schedule.steps_per_epoch
     row = {"network": spec.setup["network"], "test_acc": last["test_acc"], "val_acc": last["val_acc"],
-           "flops": forward_flops(model, ds.input_shape, mask), "epochs": (stop - (0 if spec.is_dense else
-                                                                                   plan.start_step)) / spe,
+           "flops": forward_flops(model, ds.input_shape, mask), "epochs": plan.steps / spe,
            "level": spec.level, "run_id": run_id, "trial": spec.seed}
-    if not spec.is_dense:
-        row.update(pruning=pruning_label(spec.pruning), schedule=spec.schedule, technique=spec.technique,
+    if spec.pruning is not None:
+        row.update(pruning=spec.pruning.label, schedule=spec.pruning_schedule, technique=spec.technique,
                    density=mask.density(), retrain_time=spec.retrain_time)
     result = {"kind": config["kind"], "row": row, "seconds": time.time() - started,
               "provenance": provenance(hardware)}

@@ -27,10 +27,12 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed, numerics
+from .hardware import Hardware
 from .profiles import Profile
+from .pruning import Pruning, pruning_from_dict
+from .schedules import StepSchedule
 from .storage import atomic_write_json, load_json
-from .techniques import retraining_data_seed
-from .training import Hardware
+from .techniques import RetrainPlan, Technique, dense_plan, epochs_trained, plan_retraining, retraining_data_seed
 
 RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key data_seed)
 
@@ -48,17 +50,28 @@ def canonical_json(obj) -> str:
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One run: the dense run (``technique=None``) or a retraining run of a technique.
+
+    Its id hashes :meth:`config`; the keys of that dict are frozen (``"schedule"`` holds
+    ``pruning_schedule``, the authors' column name) so that the ids of existing runs never change."""
+
     setup: dict
     seed: int
     technique: str | None = None  # None: the dense run
     retrain_time: float | None = None
-    pruning: dict | None = None  # {"method": "global_magnitude", "density": d} or {"method": "l1_filters", ...}
-    schedule: str | None = None  # "one_shot" or "iterative"
+    pruning: Pruning | None = None  # what this run prunes (pruning.GlobalMagnitude or pruning.FilterPruning)
+    pruning_schedule: str | None = None  # "one_shot" or "iterative" (§3.1)
     parent: str | None = None  # run whose final weights (and mask, optimizer state) this one starts from
     dense: str | None = None  # the dense run holding the rewind checkpoints
     level: int = 0
     data_seed: int | None = None  # seed of the training batches; None: the dense run's seed, or a fresh
     #                               stream derived from a retraining run's identity (resolved_data_seed)
+
+    def __post_init__(self):
+        if self.technique is not None:
+            Technique.parse(self.technique)  # the one check of technique names, listing the valid ones
+            if self.pruning is None:
+                raise ValueError(f"a {self.technique} run needs a pruning description")
 
     @property
     def is_dense(self) -> bool:
@@ -72,15 +85,15 @@ class RunSpec:
             return self.data_seed
         if self.is_dense:
             return self.seed
-        return retraining_data_seed(self.seed, self.technique, self.retrain_time, canonical_json(self.pruning),
-                                    self.schedule, self.level)
+        return retraining_data_seed(self.seed, self.technique, self.retrain_time, canonical_json(self.pruning.to_dict()),
+                                    self.pruning_schedule, self.level)
 
     def config(self) -> dict:
         cfg = {"format": RUNS_FORMAT, "kind": "dense" if self.is_dense else "retrain",
                "setup": json.loads(canonical_json(self.setup)), "seed": self.seed}
         if not self.is_dense:
-            cfg.update(technique=self.technique, retrain_time=self.retrain_time, pruning=self.pruning,
-                       schedule=self.schedule, parent=self.parent, dense=self.dense, level=self.level,
+            cfg.update(technique=self.technique, retrain_time=self.retrain_time, pruning=self.pruning.to_dict(),
+                       schedule=self.pruning_schedule, parent=self.parent, dense=self.dense, level=self.level,
                        data_seed=self.resolved_data_seed)
         elif self.data_seed not in (None, self.seed):
             cfg.update(data_seed=self.data_seed)
@@ -90,13 +103,17 @@ class RunSpec:
     def id(self) -> str:
         return hashlib.sha256(canonical_json(self.config()).encode()).hexdigest()[:16]
 
+    def plan(self, schedule: StepSchedule, fine_tune_lr: float | None = None) -> RetrainPlan:
+        """What this run trains (:mod:`rewindkit.techniques`): the dense plan or its technique's."""
+        if self.is_dense:
+            return dense_plan(schedule)
+        return plan_retraining(self.technique, self.retrain_time, schedule, fine_tune_lr)
+
     @property
     def epochs(self) -> float:
-        """Epochs this run trains: T for a dense run, T + t for reinitialization, t otherwise."""
+        """Epochs this run trains: T for a dense run, t or T + t by its technique (:func:`epochs_trained`)."""
         T = float(self.setup["recipe"]["epochs"])
-        if self.is_dense:
-            return T
-        return T + float(self.retrain_time) if self.technique == "reinitialization" else float(self.retrain_time)
+        return T if self.is_dense else epochs_trained(self.technique, self.retrain_time, T)
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -105,23 +122,15 @@ class RunSpec:
     def label(self) -> str:
         if self.is_dense:
             return f"dense seed={self.seed}"
-        p = self.pruning
-        what = f"density={p['density']:.4g}" if p["method"] == "global_magnitude" else f"{p['config']} L{p['level']}"
-        return f"{self.schedule} {what} {self.technique} t={self.retrain_time:g} seed={self.seed}"
+        return (f"{self.pruning_schedule} {self.pruning.describe()} {self.technique} t={self.retrain_time:g} "
+                f"seed={self.seed}")
 
     @classmethod
     def from_config(cls, cfg: dict) -> RunSpec:
         if cfg.get("kind") == "dense":
             return cls(cfg["setup"], cfg["seed"], data_seed=cfg.get("data_seed"))
-        return cls(cfg["setup"], cfg["seed"], cfg["technique"], cfg["retrain_time"], cfg["pruning"],
+        return cls(cfg["setup"], cfg["seed"], cfg["technique"], cfg["retrain_time"], pruning_from_dict(cfg["pruning"]),
                    cfg["schedule"], cfg["parent"], cfg["dense"], cfg["level"], cfg.get("data_seed"))
-
-
-def pruning_label(p: dict | None) -> str:
-    if p is None or p["method"] == "global_magnitude":
-        return "unstructured"
-    return f"structured_{p['config'].rsplit('_', 1)[-1]}"
-
 
 
 class RunStore:

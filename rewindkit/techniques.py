@@ -31,11 +31,12 @@ import torch
 from torch import nn
 
 from .data import Dataset
-from .seeds import derive_seed
+from .hardware import Hardware, prepare_model
 from .masks import Mask
+from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
-from .training import (EpochRecord, Hardware, Recipe, TrainState, init_model, make_optimizer, prepare_model,
-                       snapshot, train_steps)
+from .seeds import derive_seed
+from .training import EpochRecord, TrainState, init_model, make_optimizer, train_steps
 
 
 class Technique(str, Enum):
@@ -63,18 +64,56 @@ LABELS = {"fine_tuning": "Fine-tuning", "weight_rewinding": "Weight rewinding",
           "reinitialization": "Reinitialization"}
 
 
+class StartFrom(str, Enum):
+    """Where a plan's weights and optimizer state come from."""
+
+    FINAL = "final"  # the weights and optimizer state at the end of the run it retrains (T)
+    REWIND = "rewind"  # the dense run's checkpoint at T − t
+    INIT = "init"  # a fresh initialisation and fresh optimizer state
+
+
+# The paper's table (§1) in one place. Each technique: where it starts, the span [start, stop) of
+# the original schedule it trains as a function of T and t (the same in epochs and in iterations),
+# and whether it trains at the constant fine-tuning LR instead of replaying the schedule.
+_RULES: dict[Technique, tuple[StartFrom, Callable[[float, float], tuple[float, float]], bool]] = {
+    Technique.FINE_TUNING: (StartFrom.FINAL, lambda T, t: (T, T + t), True),
+    Technique.WEIGHT_REWINDING: (StartFrom.REWIND, lambda T, t: (T - t, T), False),
+    Technique.LR_REWINDING: (StartFrom.FINAL, lambda T, t: (T - t, T), False),
+    Technique.LOW_LR_WEIGHT_REWINDING: (StartFrom.REWIND, lambda T, t: (T - t, T), True),
+    Technique.REINITIALIZATION: (StartFrom.INIT, lambda T, t: (0, T + t), False),
+}
+
+
+def starts_from(technique) -> StartFrom:
+    return _RULES[Technique.parse(technique)][0]
+
+
+def epochs_trained(technique, retrain_epochs: float, total_epochs: float) -> float:
+    """Epochs a run of ``technique`` trains: t, or T + t for reinitialization (§1)."""
+    start, stop = _RULES[Technique.parse(technique)][1](float(total_epochs), float(retrain_epochs))
+    return stop - start
+
+
 @dataclass(frozen=True)
 class RetrainPlan:
-    """Where a retraining run starts and which iterations and learning rates it uses."""
+    """Where a run starts and which iterations and learning rates it trains.
 
-    technique: Technique
+    Every run is a plan: the dense run is the plan with ``technique=None`` (from initialisation,
+    iterations 0 → T, the whole schedule: :func:`dense_plan`); a retraining run is the plan of its
+    technique and budget t (:func:`plan_retraining`)."""
+
+    technique: Technique | None  # None: the dense run
     retrain_epochs: float
-    start_from: str  # "final", "rewind" or "init"
+    start_from: StartFrom
     start_step: int
     stop_step: int
     rewind_step: int | None  # checkpoint to restore (T−t) for the weight-rewinding techniques
     constant_lr: float | None  # None: replay the original schedule
     schedule: StepSchedule = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return "dense" if self.technique is None else self.technique.value
 
     @property
     def lr_schedule(self) -> StepSchedule | ConstantSchedule:
@@ -85,8 +124,13 @@ class RetrainPlan:
         return self.stop_step - self.start_step
 
     def lr_trace(self) -> list[float]:
-        """The learning rate of every retraining iteration, in order."""
+        """The learning rate of every iteration of the plan, in order."""
         return [self.lr_schedule.lr(s) for s in range(self.start_step, self.stop_step)]
+
+    def init_seed(self, seed: int) -> int:
+        """The seed of the initial weights of a plan that starts from initialisation: the trial seed
+        for the dense run, a seed of its own for reinitialization (a fresh draw, not the dense init)."""
+        return seed if self.technique is None else derive_seed(seed, self.technique.value)
 
 
 def check_retrain_epochs(t, total_epochs: int) -> float:
@@ -95,24 +139,21 @@ def check_retrain_epochs(t, total_epochs: int) -> float:
     return float(t)
 
 
+def dense_plan(schedule: StepSchedule) -> RetrainPlan:
+    """The dense run as a plan: from initialisation, the whole schedule, iterations 0 → T (§2)."""
+    return RetrainPlan(None, float(schedule.epochs), StartFrom.INIT, 0, schedule.total_steps, None, None, schedule)
+
+
 def plan_retraining(technique, retrain_epochs: float, schedule: StepSchedule,
                     fine_tune_lr: float | None = None) -> RetrainPlan:
     """The paper's definition of ``technique`` with budget t = ``retrain_epochs`` (§1)."""
     tech = Technique.parse(technique)
     t = check_retrain_epochs(retrain_epochs, schedule.epochs)
-    T = schedule.total_steps
-    t_steps = schedule.epoch_to_step(t)
+    start_from, span, constant = _RULES[tech]
+    start, stop = span(schedule.total_steps, schedule.epoch_to_step(t))
     ft_lr = schedule.final_lr if fine_tune_lr is None else fine_tune_lr
-    rewind = T - t_steps
-    table = {
-        Technique.FINE_TUNING: ("final", T, T + t_steps, None, ft_lr),
-        Technique.WEIGHT_REWINDING: ("rewind", rewind, T, rewind, None),
-        Technique.LR_REWINDING: ("final", rewind, T, None, None),
-        Technique.LOW_LR_WEIGHT_REWINDING: ("rewind", rewind, T, rewind, ft_lr),
-        Technique.REINITIALIZATION: ("init", 0, T + t_steps, None, None),
-    }
-    start_from, start, stop, rewind_step, const = table[tech]
-    return RetrainPlan(tech, t, start_from, start, stop, rewind_step, const, schedule)
+    return RetrainPlan(tech, t, start_from, start, stop, start if start_from is StartFrom.REWIND else None,
+                       ft_lr if constant else None, schedule)
 
 
 def rewind_steps_needed(retrain_epochs, schedule: StepSchedule, techniques=TECHNIQUES) -> set[int]:
@@ -146,46 +187,21 @@ def load_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainS
                     st[key] = torch.empty_like(p).copy_(value)
 
 
-@dataclass
-class DenseRun:
-    """A dense training run kept in memory: final state plus the checkpoints needed for rewinding."""
-
-    model: nn.Module
-    final: TrainState
-    checkpoints: dict[int, TrainState]
-    history: list[EpochRecord]
-    schedule: StepSchedule
-
-
-def train_dense(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, *, seed: int,
-                rewind_steps=(), hardware: Hardware = Hardware(), log=None, progress=None) -> DenseRun:
-    """Train the dense network for T epochs, keeping checkpoints (weights + momentum) at ``rewind_steps``."""
-    schedule = recipe.schedule(data.n_train)
-    model = prepare_model(init_model(build, seed), hardware)
-    optimizer = make_optimizer(model, recipe, hardware)
-    checkpoints: dict[int, TrainState] = {}
-    history = train_steps(model, optimizer, data, schedule, 0, schedule.total_steps, seed=seed,
-                          batch_size=recipe.batch_size, hardware=hardware, save_at=rewind_steps,
-                          on_save=lambda s: checkpoints.__setitem__(s.step, s), log=log, progress=progress,
-                          description="dense")
-    return DenseRun(model, snapshot(model, optimizer, schedule.total_steps), checkpoints, history, schedule)
-
-
-def start_retraining(build: Callable[[], nn.Module], recipe: Recipe, plan: RetrainPlan, *, final: TrainState,
-                     rewind: TrainState | None, seed: int, hardware: Hardware = Hardware()):
-    """Model and optimizer in the state ``plan`` starts from (before the mask is applied)."""
-    if plan.start_from == "init":
-        model = prepare_model(init_model(build, derive_seed(seed, "reinitialization")), hardware)
+def start_state(build: Callable[[], nn.Module], recipe: Recipe, plan: RetrainPlan, *, seed: int,
+                final: TrainState | None = None, rewind: TrainState | None = None,
+                hardware: Hardware = Hardware()) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """Model and optimizer in the state ``plan`` starts from (before a mask is applied): a fresh
+    initialisation, the ``final`` state, or the ``rewind`` checkpoint at T − t."""
+    if plan.start_from is StartFrom.INIT:
+        model = prepare_model(init_model(build, plan.init_seed(seed)), hardware)
         return model, make_optimizer(model, recipe, hardware)
+    state = rewind if plan.start_from is StartFrom.REWIND else final
+    if state is None or (plan.start_from is StartFrom.REWIND and state.step != plan.rewind_step):
+        want = f"the checkpoint at iteration {plan.rewind_step}" if plan.rewind_step is not None else "the final state"
+        raise ValueError(f"{plan.name} needs {want}; got {None if state is None else f'iteration {state.step}'}")
     model = prepare_model(build(), hardware)
     optimizer = make_optimizer(model, recipe, hardware)
-    if plan.start_from == "rewind":
-        if rewind is None or rewind.step != plan.rewind_step:
-            have = None if rewind is None else rewind.step
-            raise ValueError(f"{plan.technique.value} needs the checkpoint at iteration {plan.rewind_step}; got {have}")
-        load_state(model, optimizer, rewind)
-    else:
-        load_state(model, optimizer, final)
+    load_state(model, optimizer, state)
     return model, optimizer
 
 
@@ -210,7 +226,7 @@ def retrain(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan:
     replays the dense run's batches (a test does, to reproduce the dense run bit for bit)."""
     if data_seed is None:
         data_seed = retraining_data_seed(seed, plan.technique, plan.retrain_epochs)
-    model, optimizer = start_retraining(build, recipe, plan, final=final, rewind=rewind, seed=seed, hardware=hardware)
+    model, optimizer = start_state(build, recipe, plan, final=final, rewind=rewind, seed=seed, hardware=hardware)
     history = train_steps(model, optimizer, data, plan.lr_schedule, plan.start_step, plan.stop_step, seed=data_seed,
                           batch_size=recipe.batch_size, mask=mask, hardware=hardware, log=log, progress=progress,
                           on_epoch=on_epoch, description=plan.technique.value)

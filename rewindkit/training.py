@@ -8,83 +8,23 @@ inside an epoch; the loss is accumulated on the device and read once per epoch.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from .batches import EVAL_SPLITS, steps_per_epoch
 from .data import Dataset
-from .seeds import derive_seed
+from .hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, to_memory_format
 from .masks import Mask, MaskEnforcer
+from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A training recipe (paper §2). Defaults are the paper's CIFAR-10 ResNet recipe: 182 epochs,
-    batch 128, LR 0.1 ×0.1 at epochs 91 and 136, SGD momentum 0.9, weight decay 2e-4 on all
-    parameters (BatchNorm included)."""
-
-    epochs: int = 182
-    batch_size: int = 128
-    lr: float = 0.1
-    milestones: tuple[float, ...] = (91, 136)
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 2e-4
-    decay_batchnorm: bool = True
-    fine_tune_lr: float | None = None  # None: the schedule's final LR
-
-    def __post_init__(self):
-        object.__setattr__(self, "milestones", tuple(self.milestones))
-
-    def schedule(self, n_train: int) -> StepSchedule:
-        return StepSchedule(self.lr, self.epochs, n_train // self.batch_size, self.milestones,
-                            self.gamma, self.warmup_epochs)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-CIFAR10_RECIPE = Recipe()
-IMAGENET_RECIPE = Recipe(epochs=90, batch_size=1024, lr=0.4, milestones=(30, 60, 80), warmup_epochs=5,
-                         nesterov=True, weight_decay=1e-4, decay_batchnorm=False)
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """Where and how to run. None of these options changes the recipe."""
-
-    device: str = "cpu"
-    bf16: bool = False  # bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX and REWINDKIT_PORTABLE_NUMERICS=0)
-    channels_last: bool = False  # NHWC memory format for 2-D convolutions
-    eval_batch_size: int = 1000
-    compile: bool = False  # torch.compile the network's forward pass (GPU fast path)
-    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs to the forward pass
-    cuda_graphs: bool = False  # capture the whole training step (forward, backward, SGD, masks) as one CUDA graph
-
-    def __post_init__(self):
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
-        if self.cuda_graphs and self.compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
-            raise ValueError(f"cuda_graphs=True captures the whole step itself; use compile_mode 'default' or "
-                             f"'max-autotune-no-cudagraphs', not {self.compile_mode!r}")
-
-    @staticmethod
-    def auto() -> Hardware:
-        return Hardware(device="cuda") if torch.cuda.is_available() else Hardware()
+from .seeds import derive_seed
 
 
 class DivergedError(RuntimeError):
@@ -140,15 +80,15 @@ def make_optimizer(model: nn.Module, recipe: Recipe, hardware: Hardware = Hardwa
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    fast = {"fused": True} if str(hardware.device).startswith("cuda") else {"foreach": True}
+    fast = {"fused": True} if hardware.is_cuda else {"foreach": True}
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, **fast)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, split: str, hardware: Hardware = Hardware()) -> float:
     """Top-1 accuracy (fraction) on ``split`` ('val' or 'test')."""
-    if split not in ("val", "test", "train"):
-        raise ValueError(f"unknown split {split!r}; choose 'val', 'test' or 'train'")
+    if split not in (*EVAL_SPLITS, "train"):
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join((*EVAL_SPLITS, 'train'))}")
     total = data.split_size(split)
     if total == 0:
         return float("nan")
@@ -157,36 +97,11 @@ def evaluate(model: nn.Module, data: Dataset, split: str, hardware: Hardware = H
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     forward = model if distributed.is_distributed() else forward_fn(model, hardware)  # every rank evaluates all
     for x, y in data.eval_batches(split, hardware.eval_batch_size):
-        if hardware.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(hardware):
-            logits = forward(x)
+        with autocast(hardware):
+            logits = forward(to_memory_format(x, hardware))
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
     return correct.item() / total
-
-
-_COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
-
-
-def forward_fn(model: nn.Module, hardware: Hardware) -> Callable:
-    """The callable that runs ``model``'s forward pass: the module itself, its DDP wrapper under
-    torchrun, and/or its ``torch.compile``d version (cached per module; masks and weights are updated
-    in place, so no recompiles)."""
-    if not hardware.compile and not distributed.is_distributed():
-        return model
-    if model not in _COMPILED:
-        fn = distributed.wrap(model, hardware.device)
-        _COMPILED[model] = torch.compile(fn, mode=hardware.compile_mode) if hardware.compile else fn
-    return _COMPILED[model]
-
-
-def _autocast(hardware: Hardware):
-    if not hardware.bf16:
-        return contextlib.nullcontext()
-    device_type = "cuda" if str(hardware.device).startswith("cuda") else "cpu"
-    # no cast cache: each weight is cast once per step anyway, and CUDA-graph capture needs it off
-    return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=not hardware.cuda_graphs)
 
 
 def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: MaskEnforcer | None,
@@ -194,7 +109,7 @@ def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: Mask
     """One masked SGD step (paper §3.1): loss, backward, gradients masked, optimizer step, weights
     masked; the loss is added to ``loss_sum`` on the device (no host sync). Eager and captured
     training both run exactly this."""
-    with _autocast(hardware):
+    with autocast(hardware):
         loss = F.cross_entropy(forward(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -204,82 +119,6 @@ def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: Mask
     if enforcer is not None:
         enforcer.apply_to_weights()
     loss_sum += loss.detach().float()
-
-
-class CapturedStep:
-    """One training step (forward, loss, backward, gradient mask, SGD, weight mask) captured as a
-    CUDA graph and replayed with new batch and learning-rate values: one launch per step instead of
-    hundreds, which is what small CIFAR ResNets need on a fast GPU. The recipe is untouched.
-
-    Capturing needs a few warm-up steps (allocations, cuDNN autotuning); they run on a side stream
-    and the model, BatchNorm statistics and optimizer state are restored afterwards, so training
-    continues exactly as if they had never happened. A missing momentum buffer (the very first
-    step) is created as zeros, which gives the same update as torch's first SGD step.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, forward: Callable,
-                 enforcer: MaskEnforcer | None, hardware: Hardware, x: torch.Tensor, y: torch.Tensor):
-        self.model, self.optimizer, self.forward, self.enforcer, self.hardware = model, optimizer, forward, enforcer, hardware
-        device = x.device
-        self.x, self.y = x.clone(), y.clone()
-        self.loss_sum = torch.zeros((), device=device)
-        self.lr = torch.tensor(float(optimizer.param_groups[0]["lr"]), device=device)
-        with torch.no_grad():
-            for p in model.parameters():
-                state = optimizer.state[p]
-                if "momentum_buffer" in state and state["momentum_buffer"] is None:
-                    del state["momentum_buffer"]
-                state.setdefault("momentum_buffer", torch.zeros_like(p))
-        saved = self._save()
-        floats = [group["lr"] for group in optimizer.param_groups]
-        for group in optimizer.param_groups:  # captured kernels read the LR from a device tensor
-            group["lr"] = self.lr
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
-        for group, lr in zip(optimizer.param_groups, floats):
-            group["lr"] = lr  # the graph reads self.lr; state_dicts and snapshots keep plain floats
-        self._restore(saved)
-        self.loss_sum.zero_()
-
-    def _save(self):
-        opt = [(v, v.clone()) for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
-        return [(t, t.detach().clone()) for t in self.model.state_dict().values()] + opt
-
-    @staticmethod
-    @torch.no_grad()
-    def _restore(saved):
-        for live, copy in saved:
-            live.copy_(copy)
-
-    def _step(self):
-        sgd_step(self.forward, self.optimizer, self.enforcer, self.hardware, self.x, self.y, self.loss_sum)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
-        self.x.copy_(x)
-        self.y.copy_(y)
-        self.lr.fill_(lr)
-        self.graph.replay()
-
-
-def prepare_model(model: nn.Module, hardware: Hardware) -> nn.Module:
-    """Move to the device, apply the memory format, and (under torchrun) synchronise BatchNorm."""
-    model = model.to(hardware.device)
-    if str(hardware.device).startswith("cuda"):
-        torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv algorithms once
-    if distributed.is_distributed():
-        distributed.convert_batchnorm(model)
-    if hardware.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def progress_enabled(flag: bool | None = None) -> bool:
@@ -306,7 +145,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
       resumed from a checkpoint and produce the same result.
     """
     batches = data.batches(batch_size, seed, start, stop)  # this rank's slice of each global batch
-    spe = data.n_train // batch_size
+    spe = steps_per_epoch(data.n_train, batch_size)
     save_at = set(save_at)
     enforcer = MaskEnforcer(model, mask) if mask is not None else None
     if enforcer is not None:
@@ -319,8 +158,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     records: list[EpochRecord] = []
     loss_sum = torch.zeros((), device=data.device)
     loss_count = 0
-    use_graphs = (hardware.cuda_graphs and str(hardware.device).startswith("cuda")
-                  and not distributed.is_distributed())
+    use_graphs = hardware.cuda_graphs and hardware.is_cuda and not distributed.is_distributed()
     captured = None
     bar = None
     if progress_enabled(progress) and stop > start:
@@ -331,11 +169,12 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = next(batches)
-        if hardware.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_memory_format(x, hardware)
         if use_graphs:
             if captured is None:
-                captured = CapturedStep(model, optimizer, forward, enforcer, hardware, x, y)
+                captured = CapturedStep(
+                    lambda x, y, loss_sum: sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum),
+                    model, optimizer, x, y)
                 loss_sum = captured.loss_sum
             captured(x, y, lr)
         else:
@@ -375,3 +214,30 @@ def init_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init") % (2**63))
         return build()
+
+
+@dataclass
+class DenseRun:
+    """A dense training run kept in memory: final state plus the checkpoints needed for rewinding."""
+
+    model: nn.Module
+    final: TrainState
+    checkpoints: dict[int, TrainState]
+    history: list[EpochRecord]
+    schedule: StepSchedule
+
+
+def train_dense(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, *, seed: int,
+                rewind_steps=(), hardware: Hardware = Hardware(), log=None, progress=None) -> DenseRun:
+    """Train the dense network for T epochs from initialisation (paper §2), in memory, keeping
+    checkpoints (weights + momentum) at ``rewind_steps``. The run folders of :mod:`rewindkit.runner`
+    train the same thing as the plan :func:`techniques.dense_plan`."""
+    schedule = recipe.schedule(data.n_train)
+    model = prepare_model(init_model(build, seed), hardware)
+    optimizer = make_optimizer(model, recipe, hardware)
+    checkpoints: dict[int, TrainState] = {}
+    history = train_steps(model, optimizer, data, schedule, 0, schedule.total_steps, seed=seed,
+                          batch_size=recipe.batch_size, hardware=hardware, save_at=rewind_steps,
+                          on_save=lambda s: checkpoints.__setitem__(s.step, s), log=log, progress=progress,
+                          description="dense")
+    return DenseRun(model, snapshot(model, optimizer, schedule.total_steps), checkpoints, history, schedule)

@@ -61,15 +61,16 @@ def fabricate_imagefolder(root, classes=3, train_per_class=8, val_per_class=10, 
 def train_in_segments(build, ds, recipe, initial, mask, segments, hardware=None, seed=3):
     """Train from ``initial`` through ``segments`` [(a, b), …], with fresh model and optimizer
     objects for each segment as after a crash; return the final TrainState."""
-    from rewindkit import techniques as T
-    from rewindkit.training import Hardware, make_optimizer, snapshot, train_steps
+    from rewindkit import techniques
+    from rewindkit.hardware import Hardware
+    from rewindkit.training import make_optimizer, snapshot, train_steps
     hardware = hardware or Hardware()
     sched = recipe.schedule(ds.n_train)
     state = snapshot(initial, make_optimizer(initial, recipe), 0)
     for a, b in segments:
         model = build().to(hardware.device)
         optimizer = make_optimizer(model, recipe, hardware)
-        T.load_state(model, optimizer, state)
+        techniques.load_state(model, optimizer, state)
         train_steps(model, optimizer, ds, sched, a, b, seed=seed, batch_size=recipe.batch_size, mask=mask,
                     hardware=hardware, progress=False)
         state = snapshot(model, optimizer, b)

@@ -1,12 +1,11 @@
 import pytest
 import torch
-
-from rewindkit import data, models, pruning
-from rewindkit import techniques as T
-from rewindkit.batched import RunSlot, train_batched
-from rewindkit.training import Recipe, TrainState, make_optimizer, snapshot, train_steps
-
 from helpers import assert_close_across_kernels, kernel_path_tolerance, momentum_buffers
+
+from rewindkit import data, models, pruning, techniques
+from rewindkit.batched import RunSlot, train_batched
+from rewindkit.recipe import Recipe
+from rewindkit.training import TrainState, make_optimizer, snapshot, train_dense, train_steps
 
 RECIPE = Recipe(epochs=8, batch_size=32, lr=0.1, milestones=(4, 6), weight_decay=2e-4)
 
@@ -19,7 +18,7 @@ def build():
 def setup():
     ds = data.make_synthetic(n_train=256, n_test=64, shape=(1, 16), num_classes=4, seed=2)
     sched = RECIPE.schedule(ds.n_train)
-    dense = T.train_dense(build, ds, RECIPE, seed=5, rewind_steps=T.rewind_steps_needed([4, 8], sched),
+    dense = train_dense(build, ds, RECIPE, seed=5, rewind_steps=techniques.rewind_steps_needed([4, 8], sched),
                           progress=False)
     return ds, sched, dense
 
@@ -27,7 +26,7 @@ def setup():
 def sequential(ds, slot):
     model = build()
     opt = make_optimizer(model, RECIPE)
-    T.load_state(model, opt, slot.state)
+    techniques.load_state(model, opt, slot.state)
     train_steps(model, opt, ds, slot.lr_schedule, slot.state.step, slot.stop, seed=slot.seed,
                 batch_size=RECIPE.batch_size, mask=slot.mask, progress=False, evaluate_every_epoch=False)
     return snapshot(model, opt, slot.stop)
@@ -37,7 +36,7 @@ def slots_for(sched, dense, t=4):
     out = []
     for i, (tech, density) in enumerate([("lr_rewinding", 0.3), ("fine_tuning", 0.1), ("weight_rewinding", 0.2),
                                          ("lr_rewinding", 0.05)]):
-        plan = T.plan_retraining(tech, t, sched)
+        plan = techniques.plan_retraining(tech, t, sched)
         start = dense.checkpoints[plan.rewind_step] if plan.start_from == "rewind" else dense.final
         mask = pruning.global_magnitude(dense.model, density)
         out.append(RunSlot(TrainState(start.model, start.optimizer, plan.start_step), plan.stop_step, seed=10 + i,

@@ -7,15 +7,15 @@ import warnings
 
 import pytest
 import torch
+from helpers import assert_close_across_kernels, kernel_path_tolerance, momentum_buffers, train_in_segments
 
-from rewindkit import data, models, pruning
-from rewindkit import techniques as T
+from rewindkit import data, models, pruning, techniques
 from rewindkit.batched import RunSlot, train_batched
 from rewindkit.experiments import run_grid
 from rewindkit.profiles import get_profile
-from rewindkit.training import Hardware, Recipe, TrainState, make_optimizer, snapshot, train_steps
-
-from helpers import assert_close_across_kernels, kernel_path_tolerance, momentum_buffers, train_in_segments
+from rewindkit.hardware import Hardware
+from rewindkit.recipe import Recipe
+from rewindkit.training import TrainState, make_optimizer, snapshot, train_dense, train_steps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -36,7 +36,7 @@ def ds():
 @pytest.fixture(scope="module")
 def dense(ds):
     sched = RECIPE.schedule(ds.n_train)
-    return T.train_dense(build, ds, RECIPE, seed=7, rewind_steps=T.rewind_steps_needed([2, 4], sched),
+    return train_dense(build, ds, RECIPE, seed=7, rewind_steps=techniques.rewind_steps_needed([2, 4], sched),
                          hardware=CUDA, progress=False)
 
 
@@ -67,7 +67,7 @@ def test_pruning_rules_give_the_same_masks_on_cuda_and_cpu(net):
 def test_masked_cuda_training_keeps_pruned_weights_and_momentum_exactly_zero(ds, dense):
     model = dense.model
     optimizer = make_optimizer(model, RECIPE, CUDA)
-    T.load_state(model, optimizer, dense.final)
+    techniques.load_state(model, optimizer, dense.final)
     mask = pruning.global_magnitude(model, 0.1)
     params = dict(model.named_parameters())
     sched = dense.schedule
@@ -88,8 +88,8 @@ def test_cuda_run_matches_cpu_run(ds, exact_fp32):
     """Same recipe, data order and augmentation draws: only float rounding differs (fused SGD, cuDNN).
     One epoch: training amplifies rounding differences exponentially, so longer runs drift apart."""
     recipe = Recipe(epochs=1, batch_size=32, lr=0.1, milestones=(), weight_decay=2e-4)
-    cpu = T.train_dense(build, ds.to("cpu"), recipe, seed=3, progress=False)
-    gpu = T.train_dense(build, ds, recipe, seed=3, hardware=CUDA, progress=False)
+    cpu = train_dense(build, ds.to("cpu"), recipe, seed=3, progress=False)
+    gpu = train_dense(build, ds, recipe, seed=3, hardware=CUDA, progress=False)
     steps = recipe.schedule(ds.n_train).total_steps
     assert_close_across_kernels({k: v.cpu() for k, v in gpu.final.model.items()}, cpu.final.model,
                                 kernel_path_tolerance(steps, REDUCTION))
@@ -146,7 +146,7 @@ def test_cuda_graph_step_equals_eager_step(ds, dense, exact_fp32, bf16):
             hw = Hardware(device="cuda", bf16=bf16, cuda_graphs=graphs)
             model = build().cuda()
             opt = make_optimizer(model, RECIPE, hw)
-            T.load_state(model, opt, TrainState(start.model, start.optimizer, begin))
+            techniques.load_state(model, opt, TrainState(start.model, start.optimizer, begin))
             records = train_steps(model, opt, ds, dense.schedule, begin, begin + 12, seed=4,
                                   batch_size=RECIPE.batch_size, mask=mask, hardware=hw, progress=False)
             states.append((snapshot(model, opt, begin + 12), records))
@@ -167,7 +167,7 @@ def test_batched_runs_equal_sequential_runs_on_cuda(ds, dense, exact_fp32):
     sched = dense.schedule
     slots = []
     for i, (tech, density) in enumerate([("lr_rewinding", 0.3), ("fine_tuning", 0.1), ("weight_rewinding", 0.2)]):
-        plan = T.plan_retraining(tech, 2, sched)
+        plan = techniques.plan_retraining(tech, 2, sched)
         start = dense.checkpoints[plan.rewind_step] if plan.start_from == "rewind" else dense.final
         slots.append(RunSlot(TrainState(start.model, start.optimizer, plan.start_step), plan.stop_step, seed=10 + i,
                              lr_schedule=plan.lr_schedule, mask=pruning.global_magnitude(dense.model, density)))
@@ -175,7 +175,7 @@ def test_batched_runs_equal_sequential_runs_on_cuda(ds, dense, exact_fp32):
     for slot, got in zip(slots, batched):
         model = build().cuda()
         opt = make_optimizer(model, RECIPE, CUDA)
-        T.load_state(model, opt, slot.state)
+        techniques.load_state(model, opt, slot.state)
         train_steps(model, opt, ds, slot.lr_schedule, slot.state.step, slot.stop, seed=slot.seed,
                     batch_size=RECIPE.batch_size, mask=slot.mask, hardware=CUDA, progress=False)
         want = snapshot(model, opt, slot.stop)
@@ -189,13 +189,13 @@ def test_compiled_bf16_fast_path_trains_under_masks(ds, dense, mode):
     """Retraining channels_last from a state saved in NCHW (buffers adopt the parameters' layout)."""
     hw = Hardware(device="cuda", bf16=True, channels_last=True, compile=True, compile_mode=mode)
     mask = pruning.global_magnitude(dense.model, 0.2)
-    plan = T.plan_retraining("lr_rewinding", 2, dense.schedule)
-    model, history = T.retrain(build, ds, RECIPE, plan, mask, final=dense.final, seed=7, hardware=hw,
+    plan = techniques.plan_retraining("lr_rewinding", 2, dense.schedule)
+    model, history = techniques.retrain(build, ds, RECIPE, plan, mask, final=dense.final, seed=7, hardware=hw,
                                progress=False)
     state = model.state_dict()
     for n in mask:
         assert torch.count_nonzero(state[n][~mask[n].cuda()]) == 0
-    eager, eager_history = T.retrain(build, ds, RECIPE, plan, mask, final=dense.final, seed=7, hardware=CUDA,
+    eager, eager_history = techniques.retrain(build, ds, RECIPE, plan, mask, final=dense.final, seed=7, hardware=CUDA,
                                      progress=False)
     losses = [h.train_loss for h in history]
     eager_losses = [h.train_loss for h in eager_history]

@@ -7,7 +7,9 @@ import torch.multiprocessing as mp
 
 from helpers import assert_close_across_kernels, kernel_path_tolerance, one_thread
 from rewindkit import data, distributed, models, pruning
-from rewindkit.training import Hardware, Recipe, make_optimizer, prepare_model, train_steps
+from rewindkit.hardware import Hardware, prepare_model
+from rewindkit.recipe import Recipe
+from rewindkit.training import make_optimizer, train_steps
 
 RECIPE = Recipe(epochs=3, batch_size=32, lr=0.1, milestones=(2,), weight_decay=2e-4)
 

@@ -320,13 +320,27 @@ def test_cifar10_grid_end_to_end_on_fabricated_archive(tmp_path, monkeypatch):
     assert (st.results.pruning == "structured_b").all() and (st.results.density < 1).all()
 
 
-def test_profile_recipe_fields_stay_in_sync():
-    from dataclasses import fields
-
-    from rewindkit.training import Recipe
-    profile = P.get_profile("paper")
-    assert {f.name for f in fields(Recipe)} <= {f.name for f in fields(P.Profile)}
-    assert profile.recipe == Recipe()  # the paper profile's recipe is the paper's CIFAR recipe
+def test_profile_nests_recipe_and_hardware_with_dotted_and_flat_overrides():
+    from rewindkit.hardware import Hardware
+    from rewindkit.recipe import IMAGENET_RECIPE, Recipe
+    assert P.get_profile("paper").recipe == Recipe()  # the paper profile's recipe is the paper's CIFAR recipe
+    assert P.get_profile("imagenet").recipe is IMAGENET_RECIPE  # written once
+    dotted = P.get_profile("smoke", **{"recipe.epochs": 8, "hardware.bf16": True})
+    flat = P.get_profile("smoke", epochs=8, bf16=True)
+    assert dotted == flat and dotted.recipe.epochs == 8 and dotted.epochs == 8 and dotted.hardware.bf16
+    assert dotted.recipe.milestones == SMOKE.recipe.milestones  # the other recipe fields are kept
+    assert dotted.hardware.channels_last == SMOKE.hardware.channels_last
+    assert P.get_profile("smoke", recipe={"epochs": 6, "milestones": (3,)}).recipe == Recipe(epochs=6, milestones=(3,))
+    assert P.get_profile("smoke", **P.parse_overrides(["recipe.lr=0.05"])).recipe.lr == 0.05
+    with pytest.raises(ValueError, match="unknown profile field 'recipe.colour'; valid fields: .*recipe.epochs"):
+        P.get_profile("smoke", **{"recipe.colour": 1})
+    with pytest.raises(ValueError, match="unknown compile_mode 'fast'; choose one of default"):
+        P.get_profile("smoke", compile_mode="fast")
+    with pytest.raises(ValueError, match="hardware must be a Hardware or a dict of its fields; got 'gpu'"):
+        P.get_profile("smoke", hardware="gpu")
+    # hardware is not part of a run's identity; the recipe is
+    assert E.dense_specs(P.get_profile("smoke", hardware=Hardware(device="cpu")))[0].id == E.dense_specs(SMOKE)[0].id
+    assert E.dense_specs(dotted)[0].id != E.dense_specs(SMOKE)[0].id
 
 
 def test_cli_reports_a_bad_model_option_before_training(tmp_path, capsys):
@@ -390,3 +404,16 @@ def test_laptop_run_ids_are_pinned():
     }
     committed = pd.read_csv(Path(__file__).resolve().parents[1] / "figures" / "laptop" / "03_results.csv")
     assert set(committed.run_id) == {s.id for s in one_shot if not s.is_dense}
+
+
+def test_runspec_checks_its_technique_and_reads_back_typed_pruning(tmp_path):
+    from rewindkit.pruning import FilterPruning, GlobalMagnitude
+    setup = E.setup_from_profile(SMOKE)
+    with pytest.raises(ValueError, match="unknown technique 'magic'; valid techniques: fine_tuning"):
+        E.RunSpec(setup, 1, "magic", 2, GlobalMagnitude(0.5), "one_shot")
+    with pytest.raises(ValueError, match="a lr_rewinding run needs a pruning description"):
+        E.RunSpec(setup, 1, "lr_rewinding", 2)
+    for spec in E.grid_specs(SMOKE, "structured")[1:3] + E.grid_specs(SMOKE, "iterative")[1:3]:
+        again = E.RunSpec.from_config(spec.config())
+        assert again.id == spec.id and again.pruning == spec.pruning and again.label() == spec.label()
+        assert isinstance(again.pruning, (FilterPruning, GlobalMagnitude))

@@ -4,7 +4,8 @@ import torch
 
 from rewindkit import models, pruning
 from rewindkit.masks import Mask
-from rewindkit.training import IMAGENET_RECIPE, make_optimizer
+from rewindkit.recipe import IMAGENET_RECIPE
+from rewindkit.training import make_optimizer
 
 needs_torchvision = pytest.mark.skipif(not models.torchvision_available(),
                                        reason="torchvision does not import here (CUDA build next to a CPU torch)")
@@ -57,10 +58,10 @@ def test_imagenet_recipe():
 
 # -- the ImageFolder pipeline -----------------------------------------------------------------------
 
+from helpers import fabricate_imagefolder  # noqa: E402
+
 from rewindkit import data, imagenet  # noqa: E402
 from rewindkit.profiles import get_profile  # noqa: E402
-
-from helpers import fabricate_imagefolder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,26 @@ def test_folder_scan_and_the_authors_validation_split(folder, monkeypatch):
     assert len(set(small.train_labels)) > 1  # a random subset, not the first class only
     with pytest.raises(ValueError, match="unknown decode 'gpu'; choose one of cpu, cuda"):
         imagenet.load_imagenet(folder, decode="gpu")
+
+
+def test_both_datasets_satisfy_the_training_data_protocol(folder):
+    """The in-memory Dataset and the streamed ImageFolderData give a run the same things, with one
+    definition of the batch order: the examples of iteration s are those BatchOrder gives it."""
+    from rewindkit.batches import BatchOrder, TrainingData
+    streamed = imagenet.load_imagenet(folder, workers=0)
+    memory = data.make_synthetic(n_train=24, n_test=10, num_classes=3)
+    for ds in (streamed, memory):
+        assert isinstance(ds, TrainingData)
+        assert isinstance(ds.subset(12, 4), TrainingData) and isinstance(ds.to("cpu"), TrainingData)
+    order = BatchOrder(24, 8, seed=3)
+    want = [sorted(streamed.train_labels[i] for i in order.indices(s).tolist()) for s in range(4)]
+    got = [sorted(y.tolist()) for _, y in streamed.batches(8, seed=3, start=0, stop=4)]
+    assert got == want
+    memory_labels = [y.tolist() for _, y in memory.batches(8, seed=3, start=0, stop=4)]
+    assert memory_labels == [memory.train_y[order.indices(s)].tolist() for s in range(4)]
+    for ds in (streamed, memory):
+        with pytest.raises(ValueError, match=r"batch_size must be in 1..24 \(the training examples\); got 25"):
+            next(ds.batches(25, seed=0, start=0, stop=1))
 
 
 def test_random_resized_crop_box_stays_inside_the_image_with_the_paper_ranges():

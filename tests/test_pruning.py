@@ -179,3 +179,22 @@ def test_nearest_rounding_stays_available_for_other_networks():
         pruning.filter_count(0.5, 16, "up", None)
     with pytest.raises(ValueError, match="known for resnet56_a.*got 'generic_b'"):
         pruning.released_density(model, mask, "generic_b")
+
+
+def test_pruning_descriptions_round_trip_and_label_without_string_splitting():
+    g = pruning.GlobalMagnitude(0.25)
+    f = pruning.FilterPruning("resnet56_b", 3)
+    assert g.to_dict() == {"method": "global_magnitude", "density": 0.25}  # the run-id format, unchanged
+    assert f.to_dict() == {"method": "l1_filters", "config": "resnet56_b", "level": 3}
+    assert pruning.pruning_from_dict(g.to_dict()) == g and pruning.pruning_from_dict(f.to_dict()) == f
+    assert (g.label, f.label, pruning.FilterPruning("generic_a", 1).label) == ("unstructured", "structured_b",
+                                                                             "structured_a")
+    assert all(c.variant in ("a", "b") for c in pruning.FILTER_CONFIGS.values())
+    with pytest.raises(ValueError, match="unknown pruning method 'snip'; valid methods: global_magnitude, l1_filters"):
+        pruning.pruning_from_dict({"method": "snip", "density": 0.5})
+    with pytest.raises(ValueError, match=r"density must be .*got 0"):
+        pruning.GlobalMagnitude(0)
+    with pytest.raises(ValueError, match="unknown filter-pruning config 'resnet56_c'; valid configs: resnet56_a"):
+        pruning.FilterPruning("resnet56_c", 1)
+    with pytest.raises(ValueError, match="level must be a positive integer .*got 0"):
+        pruning.FilterPruning("generic_a", 0)

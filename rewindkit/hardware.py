@@ -1,0 +1,159 @@
+"""Where and how a run computes — never what it computes: device, bf16 autocast, memory format,
+``torch.compile`` and CUDA graphs. None of these is part of a run's identity.
+
+The fast paths live here so that :mod:`rewindkit.training` reads like the paper's loop:
+:func:`prepare_model` (device, memory format, synchronised BatchNorm under torchrun),
+:func:`forward_fn` (the compiled / DDP-wrapped forward pass, cached per module), :func:`autocast`
+and :class:`CapturedStep` (a whole training step replayed as one CUDA graph).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import distributed
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Where and how to run. None of these options changes the recipe.
+
+    ``device="auto"`` is resolved when the object is made: ``"cuda"`` if a GPU is visible, else ``"cpu"``.
+    """
+
+    device: str = "cpu"
+    bf16: bool = False  # bf16 autocast (CUDA, or CPUs with AVX512-BF16/AMX and REWINDKIT_PORTABLE_NUMERICS=0)
+    channels_last: bool = False  # NHWC memory format for 2-D convolutions
+    eval_batch_size: int = 1000
+    compile: bool = False  # torch.compile the network's forward pass (GPU fast path)
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs to the forward pass
+    cuda_graphs: bool = False  # capture the whole training step (forward, backward, SGD, masks) as one CUDA graph
+
+    def __post_init__(self):
+        if self.device == "auto":
+            object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+        if self.cuda_graphs and self.compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
+            raise ValueError(f"cuda_graphs=True captures the whole step itself; use compile_mode 'default' or "
+                             f"'max-autotune-no-cudagraphs', not {self.compile_mode!r}")
+
+    @property
+    def is_cuda(self) -> bool:
+        return str(self.device).startswith("cuda")
+
+
+def prepare_model(model: nn.Module, hardware: Hardware) -> nn.Module:
+    """Move to the device, apply the memory format, and (under torchrun) synchronise BatchNorm."""
+    model = model.to(hardware.device)
+    if hardware.is_cuda:
+        torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv algorithms once
+    if distributed.is_distributed():
+        distributed.convert_batchnorm(model)
+    if hardware.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_memory_format(x: torch.Tensor, hardware: Hardware) -> torch.Tensor:
+    """A batch of images in the network's memory format (NHWC under ``channels_last``)."""
+    if hardware.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
+
+
+def forward_fn(model: nn.Module, hardware: Hardware) -> Callable:
+    """The callable that runs ``model``'s forward pass: the module itself, its DDP wrapper under
+    torchrun, and/or its ``torch.compile``d version (cached per module; masks and weights are updated
+    in place, so no recompiles)."""
+    if not hardware.compile and not distributed.is_distributed():
+        return model
+    if model not in _COMPILED:
+        fn = distributed.wrap(model, hardware.device)
+        _COMPILED[model] = torch.compile(fn, mode=hardware.compile_mode) if hardware.compile else fn
+    return _COMPILED[model]
+
+
+def autocast(hardware: Hardware):
+    """bf16 autocast when ``hardware.bf16``, else a no-op context."""
+    if not hardware.bf16:
+        return contextlib.nullcontext()
+    device_type = "cuda" if hardware.is_cuda else "cpu"
+    # no cast cache: each weight is cast once per step anyway, and CUDA-graph capture needs it off
+    return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=not hardware.cuda_graphs)
+
+
+class CapturedStep:
+    """A training step ``step(x, y, loss_sum)`` (forward, loss, backward, gradient mask, optimizer
+    step, weight mask) captured as one CUDA graph and replayed with new batch and learning-rate
+    values: one launch per step instead of hundreds, which is what small CIFAR ResNets need on a fast
+    GPU. The recipe is untouched.
+
+    Capturing needs a few warm-up steps (allocations, cuDNN autotuning); they run on a side stream
+    and the model, BatchNorm statistics and optimizer state are restored afterwards, so training
+    continues exactly as if they had never happened. A missing momentum buffer (the very first
+    step) is created as zeros, which gives the same update as torch's first SGD step.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None], model: nn.Module,
+                 optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+        self.model, self.optimizer, self._run = model, optimizer, step
+        device = x.device
+        self.x, self.y = x.clone(), y.clone()
+        self.loss_sum = torch.zeros((), device=device)
+        self.lr = torch.tensor(float(optimizer.param_groups[0]["lr"]), device=device)
+        with torch.no_grad():
+            for p in model.parameters():
+                state = optimizer.state[p]
+                if "momentum_buffer" in state and state["momentum_buffer"] is None:
+                    del state["momentum_buffer"]
+                state.setdefault("momentum_buffer", torch.zeros_like(p))
+        saved = self._save()
+        floats = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:  # captured kernels read the LR from a device tensor
+            group["lr"] = self.lr
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
+        for group, lr in zip(optimizer.param_groups, floats):
+            group["lr"] = lr  # the graph reads self.lr; state_dicts and snapshots keep plain floats
+        self._restore(saved)
+        self.loss_sum.zero_()
+
+    def _save(self):
+        opt = [(v, v.clone()) for st in self.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+        return [(t, t.detach().clone()) for t in self.model.state_dict().values()] + opt
+
+    @staticmethod
+    @torch.no_grad()
+    def _restore(saved):
+        for live, copy in saved:
+            live.copy_(copy)
+
+    def _step(self):
+        self._run(self.x, self.y, self.loss_sum)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.lr.fill_(lr)
+        self.graph.replay()
