@@ -54,7 +54,7 @@ def _notebooks(args) -> int:
     if args.profile:
         params["profile"] = args.profile
     paths = nb.resolve(args.names)
-    outputs = nb.execute(paths, params, executed_dir=args.executed_dir, timeout=args.timeout)
+    outputs = nb.run_notebooks(paths, params, executed_dir=args.executed_dir, timeout=args.timeout)
     profile = params.get("profile", "laptop")
     print(f"executed notebooks: {Path(outputs[0]).parent if outputs else '-'}")
     print(f"figures: {nb.repo_root() / 'figures' / str(profile)} (and figures/paper for the reference notebook)")

@@ -69,8 +69,8 @@ def check_parameters(path: Path, parameters: dict) -> dict:
     return out
 
 
-def execute(paths, parameters: dict | None = None, *, executed_dir=None, timeout: int = DEFAULT_TIMEOUT,
-            log=print) -> list[Path]:
+def run_notebooks(paths, parameters: dict | None = None, *, executed_dir=None, timeout: int = DEFAULT_TIMEOUT,
+                  log=print) -> list[Path]:
     """Run each notebook through papermill; return the executed copies. Raises on the first failure."""
     import papermill
     from papermill.exceptions import PapermillExecutionError

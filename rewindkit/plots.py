@@ -9,81 +9,30 @@ numbers, byte-for-byte reproducibly.
 Families: 1 :func:`accuracy_vs_time` (equal-budget panels with the rewinding safe zone);
 2 :func:`accuracy_vs_compression` (best achievable, t chosen on validation); 3 :func:`iterative`
 (the pruning algorithm vs the state of the art); 4 :func:`structured` (L1 filters A/B vs Liu et
-al.); 5 ablations = families 1–2 with ``techniques=ALL``; 6 :func:`flop_speedup`.
+al.); 5 ablations = families 1–2 with ``techniques=ALL``; 6 :func:`flop_speedup`. Around them:
+:func:`compression_beside_paper` (the kit's family 2 next to or over the paper's) and
+:func:`delta_heatmap` (every (density, t) cell of one technique).
+
+Teaching figures (:mod:`rewindkit.teaching_plots`, importable from here), from single runs, masks
+and models rather than aggregated tables, follow the same ``(figure, data)`` convention, as does the
+style (:mod:`rewindkit.plot_style`): :func:`technique_deltas`, :func:`retraining_curves`, :func:`run_curve`,
+:func:`lr_schedules`, :func:`layer_densities`, :func:`mask_heatmap`, :func:`filter_norms`.
 """
 
 from __future__ import annotations
 
-import io
-from contextlib import contextmanager
-from pathlib import Path
-
 import matplotlib
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from . import reference as R
-from .storage import atomic_write_bytes, atomic_write_text
-from .techniques import CORE_TECHNIQUES, LABELS, TECHNIQUES
+from .plot_style import (ALL, COLORS, CORE, MARKERS, NETWORK_TITLES, check_techniques, delta_label,  # noqa: F401
+                         network_title, paper_style, save_figure)
+from .teaching_plots import (filter_norms, layer_densities, lr_schedules, mask_heatmap, retraining_curves,  # noqa: F401
+                             run_curve, technique_deltas)
+from .techniques import LABELS
 
-ALL = TECHNIQUES
-CORE = CORE_TECHNIQUES
-# Okabe–Ito colour-blind-safe palette, one fixed colour per technique.
-COLORS = {"fine_tuning": "#E69F00", "weight_rewinding": "#0072B2", "lr_rewinding": "#D55E00",
-          "low_lr_weight_rewinding": "#CC79A7", "reinitialization": "#7F7F7F"}
-MARKERS = {"fine_tuning": "s", "weight_rewinding": "^", "lr_rewinding": "o",
-           "low_lr_weight_rewinding": "v", "reinitialization": "D"}
-NETWORK_TITLES = {"resnet20": "ResNet-20 (CIFAR-10)", "resnet56": "ResNet-56 (CIFAR-10)",
-                  "resnet110": "ResNet-110 (CIFAR-10)", "resnet34": "ResNet-34 (ImageNet)",
-                  "resnet50": "ResNet-50 (ImageNet)", "gnmt": "GNMT (WMT16 EN-DE)",
-                  "mnist1d_resnet": "1-D ResNet (MNIST-1D)"}
-
-
-@contextmanager
-def paper_style():
-    """seaborn's paper context and whitegrid style, with fonts embedded as TrueType."""
-    import seaborn as sns
-    with plt.rc_context():
-        sns.set_theme(context="paper", style="whitegrid")
-        plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "rewindkit",
-                             "figure.dpi": 100, "savefig.dpi": 200, "axes.titlesize": 9,
-                             "legend.fontsize": 7, "axes.labelsize": 8})
-        yield
-
-
-def save_figure(fig, name: str, directory, data: pd.DataFrame | None = None) -> list[Path]:
-    """Write ``name.pdf``, ``name.png`` (and ``name.csv`` of ``data``) into ``directory``, atomically
-    and without timestamps, so the same figure gives the same bytes."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt, meta in (("pdf", {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}),
-                      ("png", {"Software": None})):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, metadata=meta, bbox_inches="tight")
-        atomic_write_bytes(buffer.getvalue(), directory / f"{name}.{fmt}")
-        written.append(directory / f"{name}.{fmt}")
-    if data is not None:
-        atomic_write_text(data.to_csv(index=False, float_format="%.6g"), directory / f"{name}.csv")
-        written.append(directory / f"{name}.csv")
-    return written
-
-
-def _title(network: str) -> str:
-    return NETWORK_TITLES.get(network, network)
-
-
-def _ylabel(network: str) -> str:
-    return "Δ BLEU vs dense" if network == "gnmt" else "Δ test accuracy vs dense (points)"
-
-
-def _check_techniques(techniques):
-    bad = [t for t in techniques if t not in TECHNIQUES]
-    if bad:
-        raise ValueError(f"unknown technique {bad[0]!r}; valid techniques: {', '.join(TECHNIQUES)}")
-    return tuple(techniques)
 
 
 def _subset(agg: pd.DataFrame, what: str, **filters) -> pd.DataFrame:
@@ -114,7 +63,7 @@ def accuracy_vs_time(agg: pd.DataFrame, *, network: str, pruning: str = "unstruc
                      ncols: int = 4):
     """Family 1: Δ accuracy vs retraining epochs t, one panel per density, shaded safe zone
     t ∈ [0.25T, 0.9T] where rewinding matches or beats fine-tuning (§5.2)."""
-    techniques = _check_techniques(techniques)
+    techniques = check_techniques(techniques)
     sub = _subset(agg, "accuracy-vs-time", network=network, pruning=pruning, schedule=schedule,
                   technique=list(techniques))
     T = T or R.T_BY_NETWORK.get(network) or float(sub["retrain_time"].max())
@@ -146,8 +95,8 @@ def accuracy_vs_time(agg: pd.DataFrame, *, network: str, pruning: str = "unstruc
         for ax in axes[n:]:
             ax.set_visible(False)
         for ax in axes[::ncols]:
-            ax.set_ylabel(_ylabel(network))
-        fig.suptitle(f"{_title(network)} — {pruning.replace('_', ' ')} {schedule.replace('_', '-')}: "
+            ax.set_ylabel(delta_label(network))
+        fig.suptitle(f"{network_title(network)} — {pruning.replace('_', ' ')} {schedule.replace('_', '-')}: "
                      "accuracy vs retraining time", fontsize=9)
         _legend(fig, axes)
         fig.tight_layout(rect=(0, 0.08, 1, 0.97))
@@ -158,7 +107,7 @@ def accuracy_vs_time(agg: pd.DataFrame, *, network: str, pruning: str = "unstruc
 def _compression_axes(ax, network):
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio (log)")
-    ax.set_ylabel(_ylabel(network))
+    ax.set_ylabel(delta_label(network))
     ax.axhline(0, color="0.3", linewidth=0.7)
     lo, hi = ax.get_xlim()
     fine = hi / lo < 2.5  # structured pruning spans 1.02-1.7x; unstructured spans 1.25-260x
@@ -188,7 +137,7 @@ def accuracy_vs_compression(agg: pd.DataFrame, *, network: str, pruning: str = "
                             max_compression: float | None = None):
     """Family 2: best achievable Δ accuracy vs compression ratio: per density the t with the best
     median validation accuracy, its median test Δ with min/max bars (§4)."""
-    techniques = _check_techniques(techniques)
+    techniques = check_techniques(techniques)
     best = R.best_achievable(_subset(agg, "accuracy-vs-compression", network=network, pruning=pruning,
                                      schedule=schedule, technique=list(techniques)))
     sources = [(best, False, label)]
@@ -201,7 +150,7 @@ def accuracy_vs_compression(agg: pd.DataFrame, *, network: str, pruning: str = "
             fig, ax = plt.subplots(figsize=(4.2, 3.0))
         _compression_curves(ax, sources, techniques, max_compression)
         _compression_axes(ax, network)
-        ax.set_title(title or f"{_title(network)} — {pruning.replace('_', ' ')} {schedule.replace('_', '-')}, "
+        ax.set_title(title or f"{network_title(network)} — {pruning.replace('_', ' ')} {schedule.replace('_', '-')}, "
                      "best t on validation")
         ax.legend(frameon=False)
         if fig is not None:
@@ -218,7 +167,7 @@ def iterative(agg: pd.DataFrame, *, network: str, techniques=CORE, T: float | No
     """Family 3: iterative pruning with each technique at its fixed per-iteration budget (FT and
     LRR at t = T, WR at the largest t ≤ 0.9T); LRR at t = T is the paper's pruning algorithm (§5.3),
     shown against the state-of-the-art points the paper plots."""
-    techniques = _check_techniques(techniques)
+    techniques = check_techniques(techniques)
     sub = _subset(agg, "iterative", network=network, pruning="unstructured", schedule="iterative",
                   technique=list(techniques))
     sources = [(R.fixed_budget_curves(sub, T), False, label)]
@@ -237,7 +186,7 @@ def iterative(agg: pd.DataFrame, *, network: str, techniques=CORE, T: float | No
             dens, deltas = zip(*sota["points"])
             ax.scatter(1 / np.array(dens), deltas, marker="*", s=60, color="black", zorder=5, label=sota["label"])
         _compression_axes(ax, network)
-        ax.set_title(f"{_title(network)} — iterative pruning (prune 20% per iteration)")
+        ax.set_title(f"{network_title(network)} — iterative pruning (prune 20% per iteration)")
         ax.legend(frameon=False)
         fig.tight_layout()
     data = pd.concat([f.assign(source=s) for f, _, s in sources], ignore_index=True)
@@ -252,7 +201,7 @@ def structured(agg: pd.DataFrame, *, network: str, techniques=ALL, overlay: pd.D
                label: str = "paper", overlay_label: str = "this kit", liu: bool = True):
     """Family 4: L1 filter pruning, configurations A and B side by side, best achievable Δ vs
     compression (levels 1–5), with Liu et al. (2019)'s better of fine-tuned/Scratch-B at level 1 (§5.4)."""
-    techniques = _check_techniques(techniques)
+    techniques = check_techniques(techniques)
     prunings = [p for p in ("structured_a", "structured_b") if len(R.select(agg, network=network, pruning=p))]
     if not prunings:
         raise ValueError(f"no structured rows for network {network!r}")
@@ -262,7 +211,7 @@ def structured(agg: pd.DataFrame, *, network: str, techniques=ALL, overlay: pd.D
         for ax, p in zip(axes[0], prunings):
             _, d = accuracy_vs_compression(agg, network=network, pruning=p, techniques=techniques, overlay=overlay,
                                            label=label, overlay_label=overlay_label, ax=ax,
-                                           title=f"{_title(network)} — L1 filters, config {p[-1].upper()}")
+                                           title=f"{network_title(network)} — L1 filters, config {p[-1].upper()}")
             frames.append(d)
             lv = R.liu_delta(network, p) if liu else None
             if lv is not None:
@@ -282,12 +231,10 @@ def flop_speedup(agg: pd.DataFrame, base: pd.DataFrame, *, network: str, schedul
     best-validated network at each compression ratio (Appendix F, §5.5). As the authors' ``flop_plot``,
     t is chosen by the median validation accuracy of the trials that have FLOPs. Masks do not make
     dense kernels faster: this is a count of work, not a timing."""
-    techniques = _check_techniques(techniques)
+    techniques = check_techniques(techniques)
 
     def speedups(frame, base_frame):
-        best = R.best_achievable(frame, by="val_median_with_flops")
-        dense = base_frame.groupby("network")["flops"].mean()
-        return best.assign(speedup=best["network"].map(dense) / best["flops"])
+        return R.speedups(R.best_achievable(frame, by="val_median_with_flops"), base_frame)
 
     sub = _subset(agg, "FLOP", network=network, schedule=schedule, pruning="unstructured", technique=list(techniques))
     sources = [(speedups(sub, base), False, label)]
@@ -309,52 +256,48 @@ def flop_speedup(agg: pd.DataFrame, base: pd.DataFrame, *, network: str, schedul
         ax.set_xscale("log")
         ax.set_xlabel("compression ratio (log)")
         ax.set_ylabel("theoretical FLOP speed-up (×)")
-        ax.set_title(f"{_title(network)} — {schedule.replace('_', '-')}: FLOPs of the best network")
+        ax.set_title(f"{network_title(network)} — {schedule.replace('_', '-')}: FLOPs of the best network")
         ax.legend(frameon=False)
         fig.tight_layout()
     return fig, pd.concat([f.assign(source=s) for f, _, s in sources], ignore_index=True)
 
 
-def lr_schedules(plans: dict, total_steps: int, steps_per_epoch: int):
-    """The LR each technique uses, drawn on one axis of original-schedule epochs (teaching figure).
-
-    ``plans`` maps technique → :class:`~rewindkit.techniques.RetrainPlan`; the original schedule's
-    dense run is drawn in grey, each retraining run over the iterations it covers."""
+def compression_beside_paper(own: pd.DataFrame, paper: pd.DataFrame, *, network: str, techniques=CORE,
+                             paper_network: str = "resnet56", max_compression: float | None = 10):
+    """Family 2 for the kit's own runs: drawn over the paper's curves when ``network`` is one of the
+    paper's networks, else beside the paper's ``paper_network`` panel (up to ``max_compression``)."""
+    if network in R.PAPER_NETWORKS:
+        return accuracy_vs_compression(paper, network=network, techniques=techniques, overlay=own)
     with paper_style():
-        fig, ax = plt.subplots(figsize=(5.0, 2.8))
-        sched = next(iter(plans.values())).schedule
-        steps = np.arange(total_steps)
-        ax.plot(steps / steps_per_epoch, [sched.lr(s) for s in steps], color="0.6", linewidth=3, alpha=0.6,
-                label="original training (0 → T)")
-        rows = []
-        for i, (tech, plan) in enumerate(plans.items()):
-            xs = np.arange(plan.start_step, plan.stop_step)
-            ys = plan.lr_trace()
-            ax.plot(xs / steps_per_epoch, np.array(ys) * (1 + 0.04 * i), color=COLORS[tech], linewidth=1.4,
-                    label=f"{LABELS[tech]}: iterations {plan.start_step}→{plan.stop_step}")
-            rows += [{"technique": tech, "step": int(s), "lr": lr} for s, lr in zip(xs, ys)]
-        ax.axvline(total_steps / steps_per_epoch, color="0.3", linestyle=":", linewidth=0.8)
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch of the original schedule (T = dotted line)")
-        ax.set_ylabel("learning rate (log)")
-        ax.legend(frameon=False, fontsize=6)
+        fig, axes = plt.subplots(1, 2, figsize=(9.2, 3.2))
+        _, mine = accuracy_vs_compression(own, network=network, techniques=techniques, label="this kit", ax=axes[0],
+                                          title=f"this kit: {network_title(network)}")
+        _, theirs = accuracy_vs_compression(paper, network=paper_network, techniques=techniques, ax=axes[1],
+                                            max_compression=max_compression, title=f"paper: {network_title(paper_network)}")
         fig.tight_layout()
-    return fig, pd.DataFrame(rows)
+    return fig, pd.concat([mine, theirs], ignore_index=True)
 
 
-def layer_densities(masks: dict, *, title: str = "Density per layer"):
-    """Bar chart of per-layer density for one or more masks (``{label: Mask}``)."""
-    frames = [pd.DataFrame({"layer": list(m.layer_densities()), "density": list(m.layer_densities().values()),
-                            "mask": label}) for label, m in masks.items()]
-    data = pd.concat(frames, ignore_index=True)
+def delta_heatmap(agg: pd.DataFrame, *, network: str, technique: str, index: str | list[str] = "compression"):
+    """Median Δ of every (``index``, t) cell of one technique as an annotated heat map (blue above the
+    dense network, red below): all the cells the best-achievable curves choose t from (§4)."""
+    check_techniques([technique])
+    wide = R.pivot(_subset(agg, "heat-map", network=network, technique=technique), index=index,
+                   columns="retrain_time")
+    names = list(wide.index.names)
+
+    def row_label(key) -> str:
+        key = key if isinstance(key, tuple) else (key,)
+        return " · ".join(f"{v:.2f}×" if n == "compression" else f"{v:.4g}" if n == "density"
+                          else str(v).replace("_", " ") for n, v in zip(names, key))
+
     with paper_style():
         import seaborn as sns
-        layers = list(dict.fromkeys(data["layer"]))
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.28 * len(layers)), 3.0))
-        sns.barplot(data=data, x="layer", y="density", hue="mask", ax=ax, order=layers)
-        ax.set_xticks(range(len(layers)))
-        ax.set_xticklabels([n.removesuffix(".weight") for n in layers], rotation=90, fontsize=6)
-        ax.set_ylabel("fraction of weights kept")
-        ax.set_title(title)
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * wide.shape[1] + 2), 0.35 * len(wide) + 1))
+        sns.heatmap(wide, annot=True, cmap="RdBu", center=0, ax=ax, yticklabels=[row_label(k) for k in wide.index],
+                    xticklabels=[f"{t:g}" for t in wide.columns])
+        ax.set_xlabel("retraining epochs t")
+        ax.set_ylabel(" · ".join(names))
+        ax.set_title(f"{network_title(network)}: {LABELS[technique]} (Δ test accuracy, median of trials)")
         fig.tight_layout()
-    return fig, data
+    return fig, wide.reset_index()

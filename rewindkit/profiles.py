@@ -111,6 +111,19 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> list[dict]:
+        """The recipe and grid as (setting, value) rows, as the paper's §2 states a recipe."""
+        r = self.recipe
+        rows = {"network": self.network, "epochs T": r.epochs, "batch size": r.batch_size, "peak LR": r.lr,
+                "warm-up": f"{r.warmup_epochs:g} epochs, linear",
+                f"LR drops (×{r.gamma:g})": ", ".join(f"epoch {m:g}" for m in r.milestones),
+                "momentum": f"{r.momentum} ({'Nesterov' if r.nesterov else 'heavy ball'})",
+                "weight decay": f"{r.weight_decay:g} ({'incl.' if r.decay_batchnorm else 'excl.'} BatchNorm)",
+                "fine-tuning LR": "the schedule's final LR" if r.fine_tune_lr is None else r.fine_tune_lr,
+                "retraining times t": ", ".join(map(str, self.retrain_times)),
+                "densities (one-shot)": ", ".join(f"{d:.3f}" for d in self.densities)}
+        return [{"setting": k, "value": v} for k, v in rows.items()]
+
 
 
 def _flat_alias(section: str, name: str) -> property:

@@ -13,6 +13,7 @@ same columns (``rewindkit.experiments.RESULT_COLUMNS``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 
@@ -50,16 +51,31 @@ def base_accuracy(base: pd.DataFrame) -> pd.Series:
     return base.groupby("network")["test_acc"].mean()
 
 
-def aggregate(pruned: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
-    """One row per grid cell (network, pruning, schedule, technique, density, t): median/min/max of
-    test and validation accuracy over trials, Δ in points against the network's mean dense accuracy,
-    compression ratio and median FLOPs."""
+def _check_base(pruned: pd.DataFrame, base: pd.DataFrame) -> None:
     if pruned.empty:
         raise ValueError("no pruned runs to aggregate")
     missing = set(pruned["network"]) - set(base["network"])
     if missing:
         raise ValueError(f"no dense runs for network(s) {sorted(missing)}; Δ accuracy needs them")
-    ref = base_accuracy(base)
+
+
+def _delta(accuracy: pd.Series, network: pd.Series, base: pd.DataFrame) -> pd.Series:
+    """Δ in points of each accuracy against its network's mean dense accuracy (paper §4)."""
+    return (accuracy - network.map(base_accuracy(base))) * network.map(scale)
+
+
+def run_deltas(pruned: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """The runs themselves, one row each, with ``delta``: the run's test accuracy as Δ in points
+    against the network's mean dense accuracy (the per-run value :func:`aggregate` takes medians of)."""
+    _check_base(pruned, base)
+    return pruned.assign(delta=_delta(pruned["test_acc"], pruned["network"], base))
+
+
+def aggregate(pruned: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid cell (network, pruning, schedule, technique, density, t): median/min/max of
+    test and validation accuracy over trials, Δ in points against the network's mean dense accuracy,
+    compression ratio and median FLOPs."""
+    _check_base(pruned, base)
     df = pruned.copy()
     df["density"] = df["density"].round(6)
     grouped = df.groupby(CELL, sort=True)
@@ -71,10 +87,8 @@ def aggregate(pruned: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
     with_flops = df[df["flops"].notna()].groupby(CELL, sort=True).agg(
         val_median_with_flops=("val_acc", "median")).reset_index()
     agg = agg.merge(with_flops, on=CELL, how="left")
-    factor = agg["network"].map(scale)
-    base_of = agg["network"].map(ref)
     for stat in ("median", "min", "max"):
-        agg[f"delta_{stat}"] = (agg[f"test_{stat}"] - base_of) * factor
+        agg[f"delta_{stat}"] = _delta(agg[f"test_{stat}"], agg["network"], base)
     agg["compression"] = 1.0 / agg["density"]
     return agg
 
@@ -116,11 +130,39 @@ def fixed_budget_curves(agg: pd.DataFrame, T: float | None = None) -> pd.DataFra
 
 
 def win_rate(agg: pd.DataFrame, a: str, b: str) -> float:
-    """Fraction of (density, t) cells in which technique ``a``'s median test accuracy ≥ ``b``'s."""
+    """Fraction of (density, t) cells in which technique ``a``'s median test accuracy ≥ ``b``'s
+    (NaN where no cell has both)."""
     wide = agg.pivot_table(index=["network", "pruning", "schedule", "density", "retrain_time"],
                            columns="technique", values="test_median")
+    if a not in wide.columns or b not in wide.columns:
+        return float("nan")
     cells = wide[[a, b]].dropna()
     return float((cells[a] >= cells[b]).mean()) if len(cells) else float("nan")
+
+
+# The paper's equal-budget comparisons (§5.2): column name → (technique a, technique b) of a ≥ b.
+WIN_RATES = {"LRR ≥ FT": ("lr_rewinding", "fine_tuning"), "WR ≥ FT": ("weight_rewinding", "fine_tuning"),
+             "LRR ≥ WR": ("lr_rewinding", "weight_rewinding")}
+
+
+def _win_rates(agg: pd.DataFrame) -> dict[str, float]:
+    return {name: win_rate(agg, a, b) for name, (a, b) in WIN_RATES.items()}
+
+
+def win_rates(agg: pd.DataFrame | Mapping[str, pd.DataFrame], by: Sequence[str] | None = None) -> pd.DataFrame:
+    """The :data:`WIN_RATES` table (§5.2): per column, the fraction of equal-budget (density, t) cells
+    where the first technique's median test accuracy ≥ the second's.
+
+    One row for ``agg``; with ``by``, one row per group of those columns (which lead the table);
+    given a mapping ``{label: agg}``, one row per label, indexed by ``source``."""
+    if isinstance(agg, Mapping):
+        return pd.DataFrame([_win_rates(a) for a in agg.values()],
+                            index=pd.Index(list(agg), name="source"))
+    if not by:
+        return pd.DataFrame([_win_rates(agg)])
+    by = list(by)
+    return pd.DataFrame([{**dict(zip(by, key)), **_win_rates(group)}
+                         for key, group in agg.groupby(by, sort=True)], columns=by + list(WIN_RATES))
 
 
 def select(df: pd.DataFrame, **filters) -> pd.DataFrame:
@@ -131,6 +173,57 @@ def select(df: pd.DataFrame, **filters) -> pd.DataFrame:
             raise ValueError(f"unknown column {col!r}; columns are {', '.join(df.columns)}")
         mask &= df[col].isin(value) if isinstance(value, (list, tuple, set)) else df[col] == value
     return df[mask]
+
+
+def lookup(frame: pd.DataFrame, value: str = "delta_median", index: str = "technique", **filters) -> pd.Series:
+    """``value`` of the rows matching ``filters`` (as :func:`select`), indexed by ``index``, e.g. the
+    median Δ of each technique in one cell. Raises if ``index`` repeats among those rows."""
+    rows = select(frame, **filters)
+    if rows[index].duplicated().any():
+        raise ValueError(f"{index!r} is not unique among the rows for {filters}; add filters to pick one row each")
+    return rows.set_index(index)[value]
+
+
+def densities(frame: pd.DataFrame, **filters) -> list[float]:
+    """The distinct densities of the rows matching ``filters``, largest (least pruned) first."""
+    return sorted((float(d) for d in select(frame, **filters)["density"].unique()), reverse=True)
+
+
+def pivot(frame: pd.DataFrame, index: str | list[str] = "compression", columns: str = "technique",
+          values: str | list[str] = "delta_median", decimals: int | None = 2) -> pd.DataFrame:
+    """A wide table: one row per ``index`` value, one column per ``columns`` value (by default the
+    median Δ of each technique per compression ratio), rounded to ``decimals`` for display. Cells
+    with several rows (e.g. trials) show their mean."""
+    wide = frame.pivot_table(index=index, columns=columns, values=values)
+    return wide if decimals is None else wide.round(decimals)
+
+
+def largest_compression(best: pd.DataFrame, tolerance: float = 1.0) -> pd.Series:
+    """Per technique, the largest compression ratio whose median Δ stays within ``tolerance`` points
+    of the dense network (``best``: a :func:`best_achievable` table, §5.1); NaN if none does."""
+    within = best[best["delta_median"] >= -tolerance]
+    techniques = list(dict.fromkeys(best["technique"]))
+    return within.groupby("technique")["compression"].max().reindex(techniques)
+
+
+def level_one(agg: pd.DataFrame) -> pd.DataFrame:
+    """Best achievable median Δ of each technique at every structured configuration's first level
+    (its largest density, Li et al.'s configuration, the level Liu et al. report; §5.4): one row per
+    (pruning, density)."""
+    best = best_achievable(agg)
+    first = best[best["density"] == best.groupby("pruning")["density"].transform("max")]
+    return pivot(first, index=["pruning", "density"])
+
+
+def speedups(frame: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``speedup``: the network's mean dense FLOPs ÷ the row's FLOPs (Appendix F)."""
+    dense = base.groupby("network")["flops"].mean()
+    return frame.assign(speedup=frame["network"].map(dense) / frame["flops"])
+
+
+def coverage(agg: pd.DataFrame) -> pd.DataFrame:
+    """Per (network, pruning, schedule): how many grid cells and how many runs ``agg`` holds."""
+    return agg.groupby(["network", "pruning", "schedule"]).agg(cells=("trials", "size"), runs=("trials", "sum"))
 
 
 @lru_cache(maxsize=None)

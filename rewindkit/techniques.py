@@ -133,6 +133,14 @@ class RetrainPlan:
         return seed if self.technique is None else derive_seed(seed, self.technique.value)
 
 
+def plan_rows(plans: dict[str, RetrainPlan]) -> list[dict]:
+    """One row per plan for display: where it starts, which iterations, which learning rates (§1)."""
+    return [{"technique": LABELS.get(name, name), "starts from": p.start_from.value, "rewind to iteration": p.rewind_step,
+             "iterations": f"{p.start_step} → {p.stop_step}",
+             "LR": "schedule replayed" if p.constant_lr is None else f"constant {p.constant_lr:g}"}
+            for name, p in plans.items()]
+
+
 def check_retrain_epochs(t, total_epochs: int) -> float:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= total_epochs:
         raise ValueError(f"retraining time t must be in (0, T] = (0, {total_epochs}] epochs; got {t!r}")

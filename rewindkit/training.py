@@ -133,7 +133,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
                 batch_size: int, mask: Mask | None = None, hardware: Hardware = Hardware(),
                 save_at: Iterable[int] = (), on_save: Callable[[TrainState], None] | None = None,
                 on_epoch: Callable[[EpochRecord, nn.Module, torch.optim.Optimizer], None] | None = None,
-                epoch_offset: int = 0, evaluate_every_epoch: bool = True, log: Callable[[str], None] | None = None,
+                evaluate_every_epoch: bool = True, log: Callable[[str], None] | None = None,
                 progress: bool | None = None, description: str = "train") -> list[EpochRecord]:
     """Train ``model`` from iteration ``start`` to ``stop`` (exclusive) with per-step LR ``lr_schedule.lr(step)``.
 
@@ -188,7 +188,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
         if done % spe == 0 or done == stop:
             val = evaluate(model, data, "val", hardware) if evaluate_every_epoch or done == stop else float("nan")
             test = evaluate(model, data, "test", hardware) if evaluate_every_epoch or done == stop else float("nan")
-            record = EpochRecord(epoch=epoch_offset + done / spe, step=done, lr=lr,
+            record = EpochRecord(epoch=done / spe, step=done, lr=lr,
                                  train_loss=loss_sum.item() / max(loss_count, 1), val_acc=val, test_acc=test)
             if not math.isfinite(record.train_loss):
                 raise DivergedError(f"{description}: the training loss is {record.train_loss} in epoch "

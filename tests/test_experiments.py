@@ -417,3 +417,34 @@ def test_runspec_checks_its_technique_and_reads_back_typed_pruning(tmp_path):
         again = E.RunSpec.from_config(spec.config())
         assert again.id == spec.id and again.pruning == spec.pruning and again.label() == spec.label()
         assert isinstance(again.pruning, (FilterPruning, GlobalMagnitude))
+
+
+def test_grid_cost_counts_what_the_profile_implies(tmp_path):
+    from rewindkit import costs
+    paper = P.get_profile("paper")
+    cost = costs.grid_cost(paper, "one_shot")
+    per_seed = len(paper.densities) * len(paper.techniques) * len(paper.retrain_times)
+    assert (cost.runs, cost.dense) == (len(paper.seeds) * (1 + per_seed), len(paper.seeds))
+    assert cost.retraining == {t: len(paper.seeds) * len(paper.densities) * len(paper.retrain_times)
+                               for t in paper.techniques}
+    T, ts = paper.epochs, paper.retrain_times
+    per_cell = 4 * sum(ts) + sum(T + t for t in ts)  # reinitialization trains T + t
+    assert cost.epochs == len(paper.seeds) * (T + len(paper.densities) * per_cell)
+    assert cost.hours(50_000, 50_000 / 3600) == cost.epochs  # one epoch an hour
+    smoke = costs.grid_cost(SMOKE, "iterative", tmp_path)
+    assert smoke.finished == 0 and smoke.remaining_epochs == smoke.epochs
+    E.run_grid(SMOKE, "iterative", tmp_path, progress=False)
+    done = costs.grid_cost(SMOKE, "iterative", tmp_path)
+    assert done.finished == done.runs and done.remaining_epochs == 0
+
+
+def test_plan_rows_and_profile_description_state_the_recipe():
+    from rewindkit.techniques import plan_retraining, plan_rows
+    sched = E.lr_schedule(SMOKE)
+    rows = plan_rows({t: plan_retraining(t, 2, sched) for t in ("fine_tuning", "weight_rewinding")})
+    spe, T = sched.steps_per_epoch, sched.total_steps
+    assert rows[0]["iterations"] == f"{T} → {T + 2 * spe}" and rows[0]["LR"] == f"constant {sched.final_lr:g}"
+    assert rows[1]["starts from"] == "rewind" and rows[1]["rewind to iteration"] == T - 2 * spe
+    described = {r["setting"]: r["value"] for r in P.get_profile("imagenet").describe()}
+    assert described["epochs T"] == 90 and described["fine-tuning LR"] == 0.0004
+    assert described["weight decay"] == "0.0001 (excl. BatchNorm)" and "Nesterov" in described["momentum"]

@@ -40,7 +40,7 @@ def test_notebook_runs_in_smoke_profile(name, out, monkeypatch):
     monkeypatch.setenv("REWINDKIT_OUT", str(out))
     monkeypatch.delenv("REWINDKIT_PROFILE", raising=False)  # the parameter itself must select smoke
     profile = "paper" if name == "09_paper_figures" else "smoke"
-    executed = nb.execute(nb.resolve([name]), {"profile": profile}, executed_dir=out / "executed",
+    executed = nb.run_notebooks(nb.resolve([name]), {"profile": profile}, executed_dir=out / "executed",
                           timeout=600, log=lambda *_: None)
     assert executed[0].exists()
     figures = out / "figures" / profile
@@ -53,11 +53,15 @@ def test_notebook_runs_in_smoke_profile(name, out, monkeypatch):
         assert set(table.pruning) == expected
         pngs = list(figures.glob(f"{name[:2]}_*.png"))
         assert pngs and all((p.with_suffix(".csv")).exists() for p in pngs)
+        if name == "01_quickstart":  # the bars are the library's per-run Δ table, one run per technique
+            bars = pd.read_csv(figures / "01_quickstart.csv")
+            assert bars.technique.tolist() == ["fine_tuning", "weight_rewinding", "lr_rewinding"] and "delta" in bars
     elif name == "02_three_techniques":
         table = pd.read_csv(figures / "02_results.csv")
         assert set(table.columns) == {"layer", "density", "mask"} and table.density.between(0, 1).all()
         lr = pd.read_csv(figures / "02_lr_schedules.csv")
         assert set(lr.technique) == {"fine_tuning", "weight_rewinding", "lr_rewinding", "low_lr_weight_rewinding"}
+        assert list(pd.read_csv(figures / "02_mask_heatmap.csv").columns) == ["filter", "kept"]
     elif name == "10_imagenet":  # no ImageNet folder or GPU here: it must say so and still draw the paper's part
         text = executed[0].read_text()
         assert "The ImageNet grid is not run here:" in text and "ImageNet not found" in text
