@@ -487,6 +487,43 @@ def bench_numerics(rows, rounds=5, epochs=3):
                      "value": value, "unit": "s/epoch", "ratio_vs_dense": round(value / n, 3), "target": ""})
 
 
+def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
+    """Regenerate this device's rows of the shipped throughput table (``rewindkit/throughput.csv``,
+    what ``rewindkit grid ... --plan`` reads): per profile and packing K, seconds per epoch of each
+    run while K runs train at once on the device (:func:`rewindkit.costs.probe`: K threads, a CUDA
+    stream each; one CPU thread per run on the CPU), timed over ``steps`` training steps. Prints the
+    aggregate epochs per device-hour against K = 1 (issue 13: the many-runs-per-GPU target is ≥ 4×)."""
+    import pandas as pd
+
+    from rewindkit import costs
+    from rewindkit.profiles import get_profile
+    table = costs.load_throughput()
+    for name in profile_names:
+        profile = get_profile(name)
+        single, stand_in = None, None
+        if profile.dataset == "cifar10":  # the images need not be CIFAR-10's to time it (no download here)
+            stand_in = cifar_shaped("cpu", 50_000)
+        for packing in packings:
+            found = costs.probe(profile, steps=steps, packing=packing, data=stand_in)
+            key = {"workload": costs.workload(profile), "device": costs.device_name(profile.hardware), "packing": packing}
+            hw = profile.hardware
+            row = {**key, "seconds_per_epoch": round(found.seconds_per_epoch, 4),
+                   "hardware": " ".join(k for k in ("bf16", "channels_last", "cuda_graphs", "compile") if getattr(hw, k))
+                   or "fp32", "measured_by": f"benchmarks/run.py --only throughput --profiles {name} --packing {packing} "
+                   f"({time.strftime('%Y-%m-%d')}, {steps} steps)"}
+            same = (table["workload"] == key["workload"]) & (table["device"] == key["device"]) & (table["packing"] == packing)
+            table = pd.concat([table[~same], pd.DataFrame([row])], ignore_index=True)
+            per_hour = 3600 / found.seconds_per_epoch * packing  # aggregate epochs per device-hour
+            single = single or per_hour
+            print(f"throughput {name} K={packing}: {row['seconds_per_epoch']} s/epoch per run, "
+                  f"{per_hour:,.0f} epochs per device-hour = {per_hour / single:.2f}× K=1 on {key['device']}", flush=True)
+            rows.append({"benchmark": f"epochs per device-hour ({name})", "variant": f"packing {packing}",
+                         "value": round(per_hour, 1), "unit": "epochs/h", "ratio_vs_dense": round(per_hour / single, 3),
+                         "target": "≥ 4× K=1 (ResNet-20/56 on one H100)" if packing > 1 else ""})
+    from rewindkit.storage import atomic_write_text
+    atomic_write_text(table.sort_values(["workload", "device", "packing"]).to_csv(index=False), costs.THROUGHPUT_TABLE)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -499,8 +536,12 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="*", help="epoch benchmark: only these hardware variants "
                         "(eager-fp32, eager-bf16, graphs, compiled-graphs)")
     parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "mask-epochs", "imagenet", "grid",
-                                                   "numerics"],
+                                                   "numerics", "throughput"],
                         help="run only these parts")
+    parser.add_argument("--profiles", nargs="*", default=["laptop"],
+                        help="throughput: the profiles whose seconds per epoch go into rewindkit/throughput.csv")
+    parser.add_argument("--packing", nargs="*", type=int, default=[1],
+                        help="throughput: runs at once on the device to time (e.g. 1 2 4 8 16)")
     parser.add_argument("--csv", help="where to write the table")
     args = parser.parse_args(argv)
     channels_last = True if args.channels_last is None else args.channels_last
@@ -556,6 +597,9 @@ def main(argv=None):
         write()
     if "grid" in parts:
         bench_grid(rows)
+        write()
+    if "throughput" in parts:
+        bench_throughput(args.profiles, rows, packings=args.packing)
         write()
     if "numerics" in parts:
         bench_numerics(rows)

@@ -2,7 +2,8 @@
 
 ``rewindkit grid PROFILE --kind one_shot|iterative|structured [--set key=value ...] [--out DIR]``
     runs one of the paper's grids without Jupyter; writes ``DIR/results.csv``, ``DIR/base_results.csv``
-    and ``DIR/runs/<id>/`` (default DIR: ``runs/<PROFILE>``).
+    and ``DIR/runs/<id>/`` (default DIR: ``runs/<PROFILE>``). With ``--plan [--probe]`` it trains
+    nothing and prints what the grid costs (:func:`rewindkit.costs.plan_report`).
 ``rewindkit notebooks [NAME ...] [--profile P] [-p name value ...]``
     executes notebooks through papermill (all of them by default).
 ``rewindkit profiles [NAME]``
@@ -29,6 +30,10 @@ def _grid(args) -> int:
         from dataclasses import replace
         profile = replace(profile, workers=args.workers)
     out = Path(args.out) if args.out else Path("runs") / profile.name
+    if args.plan or args.probe:  # the cost of the grid; nothing is trained or written
+        from .costs import plan_report
+        print(plan_report(profile, args.kind, out, probe_device=args.probe))
+        return 0
     from . import distributed
     distributed.init_from_env(profile.hardware.device)  # torchrun --nproc_per_node=N: data-parallel runs
     log = None if args.quiet or not distributed.is_primary() else (lambda line: print(line, flush=True))
@@ -90,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (also REWINDKIT_PROGRESS=0)")
     g.add_argument("--quiet", action="store_true", help="no per-run/per-epoch lines")
+    g.add_argument("--plan", action="store_true", help="train nothing: print the grid's runs, epochs, what is "
+                   "finished in --out and the estimated time on this device (from the shipped throughput table)")
+    g.add_argument("--probe", action="store_true", help="with --plan: time 20 training steps here instead of "
+                   "using the throughput table (for a device not in it)")
     g.set_defaults(func=_grid)
     n = sub.add_parser("notebooks", help="execute notebooks with papermill")
     n.add_argument("names", nargs="*", help="notebooks by number or name (default: all)")

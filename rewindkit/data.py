@@ -122,34 +122,82 @@ class Dataset:
 
 class BatchStream:
     """Training batches as a pure function of (seed, step) (:mod:`rewindkit.batches`): iteration s
-    takes the examples :class:`~rewindkit.batches.BatchOrder` gives it and augments them with a
-    generator seeded from ``derive_seed(seed, "augment", s)``."""
+    takes the examples :class:`~rewindkit.batches.BatchOrder` gives it and augments them with draws
+    from a generator seeded ``derive_seed(seed, "augment", s)`` on the data's device.
+
+    Everything random about an epoch is drawn when the epoch starts (:meth:`load_epoch`: the
+    example indices of every iteration and, for CIFAR, every crop offset and flip), into device
+    tensors that keep their storage from epoch to epoch; :meth:`gather` then builds iteration i's
+    batch with indexing arithmetic alone — no generator, no host sync — so a CUDA graph can capture
+    the data step together with the training step, reading i from a device tensor. The draws are
+    those of the per-iteration generators, so the batches are the same on every path."""
 
     def __init__(self, data: Dataset, batch_size: int, seed: int):
-        self.data, self.seed = data, seed
+        self.data, self.seed, self.batch_size = data, seed, batch_size
         self.order = BatchOrder(data.n_train, batch_size, seed)
         self.steps_per_epoch = self.order.steps_per_epoch
+        self.epoch: int | None = None
+        self.indices: torch.Tensor | None = None  # [steps_per_epoch, batch_size] example indices
+        self.crops: torch.Tensor | None = None  # [steps_per_epoch, 3, batch_size]: row, column offsets, flip
+
+    def load_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s example order and augmentation (into the existing tensors, if any)."""
+        if epoch == self.epoch:
+            return
+        device, spe, b = self.data.device, self.steps_per_epoch, self.batch_size
+        first = epoch * spe
+        indices = torch.stack([self.order.indices(first + i) for i in range(spe)]).to(device)
+        crops = None
+        if self.data.augmentation == "cifar":
+            crops = torch.stack([torch.stack(draw_crop_flip(
+                b, torch.Generator(device=device).manual_seed(derive_seed(self.seed, "augment", first + i)), device))
+                for i in range(spe)])
+        if self.indices is None:
+            self.indices, self.crops = indices, crops
+        else:  # same storage: a captured graph keeps reading these tensors
+            self.indices.copy_(indices)
+            if crops is not None:
+                self.crops.copy_(crops)
+        self.epoch = epoch
+
+    def gather(self, i) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i`` of the loaded epoch (``i``: an int or a 0-d long tensor on the data's device)."""
+        i = torch.as_tensor(i, device=self.data.device).view(1)
+        idx = self.indices.index_select(0, i)[0]
+        x, y = self.data.train_x.index_select(0, idx), self.data.train_y.index_select(0, idx)
+        if self.crops is not None:
+            x = crop_flip(x, *self.crops.index_select(0, i)[0])
+        return self.data.prepare(x), y
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.order.indices(step).to(self.data.device)
-        x, y = self.data.train_x[idx], self.data.train_y[idx]
-        if self.data.augmentation == "cifar":
-            x = augment_crop_flip(x, torch.Generator(device=x.device).manual_seed(derive_seed(self.seed, "augment", step)))
-        return self.data.prepare(x), y
+        epoch, i = divmod(step, self.steps_per_epoch)
+        self.load_epoch(epoch)
+        return self.gather(i)
+
+
+def draw_crop_flip(n: int, generator: torch.Generator, device, pad: int = 4) -> tuple[torch.Tensor, ...]:
+    """Per image: row offset, column offset (0 … 2·pad) and flip (0/1), drawn in that order."""
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    flip = (torch.rand(n, generator=generator, device=device) < 0.5).long()
+    return oy, ox, flip
+
+
+def crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Zero-pad by ``pad`` pixels, crop back to size at (oy, ox), flip where ``flip`` — per image,
+    by indexing alone (graph-safe)."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (oy[:, None] + torch.arange(h, device=x.device)[None]).view(n, 1, h, 1)
+    cols = ox[:, None] + torch.arange(w, device=x.device)[None]
+    cols = torch.where(flip[:, None].bool(), cols.flip(1), cols).view(n, 1, 1, w)
+    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
 
 
 def augment_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Zero-pad by ``pad`` pixels, random crop back to size, random horizontal flip — per image,
     for a whole batch at once on its device."""
-    n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
-    flip = torch.rand(n, generator=generator, device=x.device) < 0.5
-    rows = (oy[:, None] + torch.arange(h, device=x.device)[None]).view(n, 1, h, 1)
-    cols = ox[:, None] + torch.arange(w, device=x.device)[None]
-    cols = torch.where(flip[:, None], cols.flip(1), cols).view(n, 1, 1, w)
-    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
+    return crop_flip(x, *draw_crop_flip(x.shape[0], generator, x.device, pad), pad)
 
 
 def split_test(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2):

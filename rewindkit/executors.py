@@ -5,13 +5,15 @@ Ray tasks (:func:`run_specs_ray`). Both skip finished runs and run :func:`runner
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import torch
 
 from . import distributed
+from .costs import duration, eta_seconds
 from .grids import needed_rewind_steps
 from .hardware import Hardware
 from .runner import execute
@@ -45,73 +47,112 @@ def _pending(specs: list[RunSpec], out) -> tuple[dict[str, RunSpec], dict[str, s
     return unique, need, results, pending
 
 
+def execute_packed(spec: RunSpec, out, hardware: Hardware, rewind_steps=(), log=None) -> dict:
+    """:func:`runner.execute` for one of ``hardware.packing`` runs sharing a device from threads of one
+    process: on CUDA each run issues its kernels (and replays its own CUDA graph) on a stream of its
+    own, so packed runs overlap on the GPU; nothing a run computes depends on what it is packed with
+    (same kernels, same data, same order: bitwise the result it has alone)."""
+    if not hardware.is_cuda:
+        return execute(spec, out, hardware, rewind_steps, log)
+    with torch.cuda.stream(torch.cuda.Stream(device=hardware.device)):
+        result = execute(spec, out, hardware, rewind_steps, log)
+        torch.cuda.current_stream().synchronize()
+    return result
+
+
 def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), workers: int = 1,
               progress: bool | None = None, log: Callable[[str], None] | None = None,
               log_epochs: bool = False) -> dict[str, dict]:
     """Execute ``specs`` (deduplicated, dependencies first) and return ``{run id: result}``.
 
     With ``workers > 1`` independent runs go to that many processes (one CPU thread each on CPU,
-    which on 2 cores gives about 1.5× the throughput of one 2-thread process). Under torchrun every
-    rank executes every run together, data-parallel, so ``workers`` is ignored.
+    which on 2 cores gives about 1.5× the throughput of one 2-thread process). With
+    ``hardware.packing = K > 1`` K runs train at once in this process, each on its own thread and
+    (on CUDA) its own stream: many small runs on one GPU (:func:`execute_packed`). Under torchrun
+    every rank executes every run together, data-parallel, so ``workers`` and packing are ignored.
     """
+    packing = hardware.packing
     if distributed.is_distributed():
-        workers = 1
+        workers = packing = 1
+    if workers > 1 and packing > 1:
+        raise ValueError(f"choose worker processes (workers={workers}) or runs packed on one device "
+                         f"(packing={packing}), not both; set one of them to 1")
     unique, need, results, pending = _pending(specs, out)
     bar = None
     if progress_enabled(progress) and pending:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(unique), initial=len(results), desc="runs")
     done_count = len(results)
+    started, epochs_done, epochs_left = time.perf_counter(), 0.0, sum(s.epochs for s in pending)
 
     def finished(spec, result):
-        nonlocal done_count
+        nonlocal done_count, epochs_done, epochs_left
         results[spec.id] = result
         done_count += 1
+        epochs_done, epochs_left = epochs_done + spec.epochs, epochs_left - spec.epochs
         if bar is not None:
             bar.update(1)
         if log is not None:
             r = result["row"]
+            eta = eta_seconds(time.perf_counter() - started, epochs_done, epochs_left)
             log(f"[{done_count}/{len(unique)}] {spec.label()}: test {r['test_acc']:.4f} "
-                f"val {r['val_acc']:.4f} ({result['seconds']:.1f} s)")
+                f"val {r['val_acc']:.4f} ({result['seconds']:.1f} s)"
+                + ("" if eta is None else f"; ETA {duration(eta)} for {epochs_left:g} epochs left"))
 
     epoch_log = log if log_epochs else None
-    if workers <= 1:
+    if workers <= 1 and packing <= 1:
         for spec in pending:
             finished(spec, execute(spec, out, hardware, need.get(spec.id, ()), epoch_log))
+    elif packing > 1:
+        threads = torch.get_num_threads()
+        if not hardware.is_cuda:
+            torch.set_num_threads(1)  # one CPU thread per run, as in the worker processes
+        try:
+            with ThreadPoolExecutor(packing, thread_name_prefix="rewindkit-run") as pool:
+                _schedule(pool, packing, pending, results, finished,
+                          lambda spec: pool.submit(execute_packed, spec, out, hardware, need.get(spec.id, ()), epoch_log))
+        finally:
+            torch.set_num_threads(threads)
     else:
         import multiprocessing
-        waiting = list(pending)
-        running = {}
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init, initargs=(hardware,)) as pool:
-            while waiting or running:
-                for spec in [s for s in waiting if all(d in results for d in s.dependencies)]:
-                    if len(running) >= workers * 2:
-                        break
-                    waiting.remove(spec)
-                    running[pool.submit(execute, spec, out, hardware, need.get(spec.id, ()),
-                                        _print_line if log_epochs else None)] = spec
-                if not running:
-                    raise RuntimeError("dependency cycle among runs")  # cannot happen for grid specs
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    spec = running.pop(fut)
-                    finished(spec, fut.result())
+            _schedule(pool, workers * 2, pending, results, finished,
+                      lambda spec: pool.submit(execute, spec, out, hardware, need.get(spec.id, ()),
+                                               _print_line if log_epochs else None))
     if bar is not None:
         bar.close()
     return results
+
+
+def _schedule(pool, in_flight: int, pending: list[RunSpec], results: dict, finished, submit) -> None:
+    """Submit each pending run once the runs it starts from have finished, at most ``in_flight`` at
+    a time, and hand each result to ``finished`` as it arrives."""
+    waiting, running = list(pending), {}
+    while waiting or running:
+        for spec in [s for s in waiting if all(d in results for d in s.dependencies)]:
+            if len(running) >= in_flight:
+                break
+            waiting.remove(spec)
+            running[submit(spec)] = spec
+        if not running:
+            raise RuntimeError("dependency cycle among runs")  # cannot happen for grid specs
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for fut in done:
+            finished(running.pop(fut), fut.result())
 
 
 def _ray_task(spec: RunSpec, out, hardware: Hardware, rewind_steps, *dependencies) -> dict:
     """One run as a Ray task; ``dependencies`` are the results of the runs it starts from (Ray
     schedules it after them)."""
     _worker_init(hardware)
-    return execute(spec, out, hardware, rewind_steps)
+    return execute_packed(spec, out, hardware, rewind_steps)
 
 
 def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *, address: str | None = None,
                   workers: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
-    """Execute ``specs`` as Ray tasks: one GPU each where there are GPUs, one CPU slot otherwise.
+    """Execute ``specs`` as Ray tasks: one GPU each where there are GPUs (1/K of one with
+    ``hardware.packing = K``), one CPU slot otherwise.
 
     A retraining run waits for its dense run and level k for level k−1 (their results are passed
     as task arguments). Without ``address`` a local Ray instance with ``workers`` CPU slots is
@@ -133,7 +174,7 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
             options["num_cpus"] = workers or os.cpu_count()
         ray.init(**{k: v for k, v in options.items() if v is not None or k == "address"})
     try:
-        gpus = 1 if hardware.is_cuda else 0
+        gpus = 1 / hardware.packing if hardware.is_cuda else 0  # packing K: K runs share each GPU
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(_ray_task)
         refs = {}
         for spec in pending:  # grid specs list dependencies first

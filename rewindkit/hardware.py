@@ -1,5 +1,6 @@
 """Where and how a run computes — never what it computes: device, bf16 autocast, memory format,
-``torch.compile`` and CUDA graphs. None of these is part of a run's identity.
+``torch.compile``, CUDA graphs and how many runs share the device (``packing``). None of these is
+part of a run's identity.
 
 The fast paths live here so that :mod:`rewindkit.training` reads like the paper's loop:
 :func:`prepare_model` (device, memory format, synchronised BatchNorm under torchrun),
@@ -36,10 +37,13 @@ class Hardware:
     compile: bool = False  # torch.compile the network's forward pass (GPU fast path)
     compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs to the forward pass
     cuda_graphs: bool = False  # capture the whole training step (forward, backward, SGD, masks) as one CUDA graph
+    packing: int = 1  # runs trained at once on this one device, each on its own thread (and CUDA stream)
 
     def __post_init__(self):
         if self.device == "auto":
             object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(self.packing, bool) or not isinstance(self.packing, int) or self.packing < 1:
+            raise ValueError(f"packing must be a whole number ≥ 1 of runs at once on one device; got {self.packing!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
         if self.cuda_graphs and self.compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
@@ -95,24 +99,26 @@ def autocast(hardware: Hardware):
 
 
 class CapturedStep:
-    """A training step ``step(x, y, loss_sum)`` (forward, loss, backward, gradient mask, optimizer
-    step, weight mask) captured as one CUDA graph and replayed with new batch and learning-rate
-    values: one launch per step instead of hundreds, which is what small CIFAR ResNets need on a fast
-    GPU. The recipe is untouched.
+    """A training step ``step(*inputs, loss_sum)`` (forward, loss, backward, gradient mask, optimizer
+    step, weight mask — and, with the in-memory datasets, the data step that gathers, crops and
+    standardises the batch) captured as one CUDA graph and replayed with new input and learning-rate
+    values: one launch per step instead of hundreds, which is what small CIFAR ResNets need on a
+    fast GPU. The recipe is untouched.
 
-    Capturing needs a few warm-up steps (allocations, cuDNN autotuning); they run on a side stream
-    and the model, BatchNorm statistics and optimizer state are restored afterwards, so training
-    continues exactly as if they had never happened. A missing momentum buffer (the very first
-    step) is created as zeros, which gives the same update as torch's first SGD step.
+    ``inputs`` are the static device tensors the step reads (a batch ``x, y``, or the batch position
+    the data step gathers from); each call copies new values into them. Capturing needs a few
+    warm-up steps (allocations, cuDNN autotuning); they run on a side stream and the model,
+    BatchNorm statistics and optimizer state are restored afterwards, so training continues exactly
+    as if they had never happened. A missing momentum buffer (the very first step) is created as
+    zeros, which gives the same update as torch's first SGD step.
     """
 
     WARMUP = 3
 
-    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None], model: nn.Module,
-                 optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, step: Callable[..., None], model: nn.Module, optimizer: torch.optim.Optimizer,
+                 inputs: tuple[torch.Tensor, ...], device):
         self.model, self.optimizer, self._run = model, optimizer, step
-        device = x.device
-        self.x, self.y = x.clone(), y.clone()
+        self.inputs = tuple(t.clone() for t in inputs)
         self.loss_sum = torch.zeros((), device=device)
         self.lr = torch.tensor(float(optimizer.param_groups[0]["lr"]), device=device)
         with torch.no_grad():
@@ -132,7 +138,9 @@ class CapturedStep:
                 self._step()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # its own capture stream (torch's default one is shared by every thread) and thread-local
+        # capture errors: packed runs (Hardware.packing) capture and replay from several threads
+        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
             self._step()
         for group, lr in zip(optimizer.param_groups, floats):
             group["lr"] = lr  # the graph reads self.lr; state_dicts and snapshots keep plain floats
@@ -150,10 +158,10 @@ class CapturedStep:
             live.copy_(copy)
 
     def _step(self):
-        self._run(self.x, self.y, self.loss_sum)
+        self._run(*self.inputs, self.loss_sum)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
-        self.x.copy_(x)
-        self.y.copy_(y)
+    def __call__(self, lr: float, *values) -> None:
+        for static, value in zip(self.inputs, values):
+            static.copy_(value) if torch.is_tensor(value) else static.fill_(value)
         self.lr.fill_(lr)
         self.graph.replay()

@@ -6,6 +6,7 @@ its last checkpoint and a finished run (one with ``result.json``) is never recom
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,17 +28,19 @@ from .techniques import StartFrom, load_state, start_state
 from .training import EpochRecord, TrainState, make_optimizer, snapshot, train_steps
 
 _DATA_CACHE: dict[str, data.Dataset] = {}
+_DATA_LOCK = threading.Lock()  # packed runs (threads) load each dataset once
 
 
 def load_dataset(setup: dict, device) -> data.Dataset:
     key = canonical_json([setup["dataset"], setup["dataset_options"], setup["n_train"], setup["n_eval"],
                           str(device), str(data.data_dir())])
-    if key not in _DATA_CACHE:
-        ds = data.load(setup["dataset"], **setup["dataset_options"])
-        if setup["n_train"] is not None or setup["n_eval"] is not None:
-            ds = ds.subset(setup["n_train"], setup["n_eval"])
-        _DATA_CACHE[key] = ds.to(device)
-    return _DATA_CACHE[key]
+    with _DATA_LOCK:
+        if key not in _DATA_CACHE:
+            ds = data.load(setup["dataset"], **setup["dataset_options"])
+            if setup["n_train"] is not None or setup["n_eval"] is not None:
+                ds = ds.subset(setup["n_train"], setup["n_eval"])
+            _DATA_CACHE[key] = ds.to(device)
+        return _DATA_CACHE[key]
 
 
 def setup_schedule(setup: dict) -> StepSchedule:

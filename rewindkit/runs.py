@@ -136,7 +136,8 @@ class RunSpec:
 class RunStore:
     """A results folder: ``<root>/rewindkit.json`` (format marker) and ``<root>/runs/<id>/``."""
 
-    def __init__(self, root):
+    def __init__(self, root, *, create: bool = True):
+        """``create=False`` only reads: no marker is written (a folder may not exist yet)."""
         self.root = Path(root)
         marker = self.root / "rewindkit.json"
         if marker.exists():
@@ -145,7 +146,7 @@ class RunStore:
                 raise ValueError(f"results folder {self.root} was written by rewindkit {info.get('version')} "
                                  f"(run format {info.get('format')}); this rewindkit ({__version__}) reads run "
                                  f"format {RUNS_FORMAT}. Use a new --out folder or delete the old one.")
-        else:
+        elif create:
             atomic_write_json({"format": RUNS_FORMAT, "version": __version__}, marker)
         distributed.barrier()
 

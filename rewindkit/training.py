@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from . import distributed
 from .batches import EVAL_SPLITS, steps_per_epoch
-from .data import Dataset
+from .data import BatchStream, Dataset
 from .hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, to_memory_format
 from .masks import Mask, MaskEnforcer
 from .recipe import Recipe
@@ -121,6 +122,11 @@ def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: Mask
     loss_sum += loss.detach().float()
 
 
+def _batch_in_format(batch: tuple[torch.Tensor, torch.Tensor], hardware: Hardware) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = batch
+    return to_memory_format(x, hardware), y
+
+
 def progress_enabled(flag: bool | None = None) -> bool:
     """Progress bars are on unless ``flag`` is False or ``REWINDKIT_PROGRESS=0``."""
     if flag is not None:
@@ -144,7 +150,6 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     * The batch of iteration s depends only on (``seed``, s), so any run can be stopped and
       resumed from a checkpoint and produce the same result.
     """
-    batches = data.batches(batch_size, seed, start, stop)  # this rank's slice of each global batch
     spe = steps_per_epoch(data.n_train, batch_size)
     save_at = set(save_at)
     enforcer = MaskEnforcer(model, mask) if mask is not None else None
@@ -159,6 +164,13 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     loss_sum = torch.zeros((), device=data.device)
     loss_count = 0
     use_graphs = hardware.cuda_graphs and hardware.is_cuda and not distributed.is_distributed()
+    # the in-memory datasets' data step (gather, crop, flip, standardise) joins the captured graph:
+    # it reads the batch position from a device tensor (BatchStream.gather), the same batches
+    if use_graphs and isinstance(data, Dataset):
+        stream, position = BatchStream(data, batch_size, seed), torch.zeros((), dtype=torch.long, device=data.device)
+        batches = None
+    else:
+        batches = data.batches(batch_size, seed, start, stop)  # this rank's slice of each global batch
     captured = None
     bar = None
     if progress_enabled(progress) and stop > start:
@@ -168,16 +180,27 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
         lr = lr_schedule.lr(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = next(batches)
-        x = to_memory_format(x, hardware)
-        if use_graphs:
+        if batches is None:  # data step and training step in one graph
+            epoch, i = divmod(step, spe)
+            stream.load_epoch(epoch)
+            if captured is None:
+                captured = CapturedStep(
+                    lambda position, loss_sum: sgd_step(forward, optimizer, enforcer, hardware,
+                                                        *_batch_in_format(stream.gather(position), hardware), loss_sum),
+                    model, optimizer, (position,), data.device)
+                loss_sum = captured.loss_sum
+            captured(lr, i)
+        elif use_graphs:
+            x, y = next(batches)
             if captured is None:
                 captured = CapturedStep(
                     lambda x, y, loss_sum: sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum),
-                    model, optimizer, x, y)
+                    model, optimizer, (to_memory_format(x, hardware), y), data.device)
                 loss_sum = captured.loss_sum
-            captured(x, y, lr)
+            captured(lr, to_memory_format(x, hardware), y)
         else:
+            x, y = next(batches)
+            x = to_memory_format(x, hardware)
             sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum)
         loss_count += 1
         done = step + 1
@@ -209,9 +232,13 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     return records
 
 
+_GLOBAL_RNG = threading.Lock()  # initialisers draw from torch's global generator; packed runs share it
+
+
 def init_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build a model with its initial weights drawn from ``seed`` (global RNG left untouched)."""
-    with torch.random.fork_rng(devices=[]):
+    """Build a model with its initial weights drawn from ``seed`` (global RNG left untouched; one
+    thread at a time, so runs packed on one device draw exactly what they would alone)."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init") % (2**63))
         return build()
 

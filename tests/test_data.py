@@ -114,3 +114,28 @@ def test_offline_download_fails_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     with pytest.raises(FileNotFoundError, match="Put the standard python archive.*download failed: Network"):
         data.load_cifar10(tmp_path, download=True)
+
+
+def test_epoch_drawn_batches_are_the_per_iteration_batches(tmp_path):
+    """The graph-safe data step (issue 13 §2): an epoch's indices, crops and flips drawn at its
+    start and gathered by a device-tensor position give exactly the batch that iteration s's own
+    generator gives — so a captured data step sees the same batches as the eager one."""
+    from rewindkit.batches import BatchOrder
+    from rewindkit.seeds import derive_seed
+    ds = data.load_cifar10(fabricate_cifar(tmp_path / "c.tar.gz"))
+    stream = data.BatchStream(ds, 16, seed=7)
+    order = BatchOrder(ds.n_train, 16, 7)
+    spe = stream.steps_per_epoch
+    for step in (0, 1, spe - 1, spe, 2 * spe + 3, 1):  # across epochs, and back
+        idx = order.indices(step)
+        gen = torch.Generator().manual_seed(derive_seed(7, "augment", step))
+        want_x = ds.prepare(data.augment_crop_flip(ds.train_x[idx], gen))
+        x, y = stream.batch(step)
+        assert torch.equal(x, want_x) and torch.equal(y, ds.train_y[idx]), step
+        position = torch.tensor(step % spe)  # what a captured graph reads
+        gx, gy = stream.gather(position)
+        assert torch.equal(gx, x) and torch.equal(gy, y)
+    # a new epoch is drawn into the same tensors (a captured graph keeps reading them)
+    storage = stream.indices.data_ptr(), stream.crops.data_ptr()
+    stream.load_epoch(5)
+    assert (stream.indices.data_ptr(), stream.crops.data_ptr()) == storage and stream.epoch == 5

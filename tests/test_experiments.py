@@ -448,3 +448,69 @@ def test_plan_rows_and_profile_description_state_the_recipe():
     described = {r["setting"]: r["value"] for r in P.get_profile("imagenet").describe()}
     assert described["epochs T"] == 90 and described["fine-tuning LR"] == 0.0004
     assert described["weight decay"] == "0.0001 (excl. BatchNorm)" and "Nesterov" in described["momentum"]
+
+
+def test_plan_prints_the_grid_cost_and_writes_nothing(tmp_path, capsys):
+    from rewindkit import costs
+    out = tmp_path / "results"
+    assert cli.main(["grid", "paper", "--kind", "one_shot", "--plan", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    paper = P.get_profile("paper")
+    runs = len(paper.seeds) * (1 + len(paper.densities) * len(paper.techniques) * len(paper.retrain_times))
+    assert f"runs: {runs} = {len(paper.seeds)} dense + " in text and f"0 of {runs} runs" in text
+    assert not out.exists()  # a plan trains and writes nothing
+    # the estimate comes from the table row of this workload on this device, scaled by the packing
+    smoke = P.get_profile("smoke", workers=2)
+    row = {"workload": costs.workload(smoke), "device": costs.device_name(smoke.hardware), "packing": 1,
+           "seconds_per_epoch": 3.0, "hardware": "fp32", "measured_by": "a test"}
+    found = costs.table_throughput(smoke, pd.DataFrame([row]))
+    assert found == costs.Throughput(3.0, 1, "throughput table (fp32; a test)")
+    assert costs.table_throughput(smoke, pd.DataFrame([{**row, "device": "another device"}])) is None
+    assert costs.table_throughput(smoke, pd.DataFrame([{**row, "packing": 4}])) is None  # more packed than we run
+    assert costs.eta_seconds(10.0, 2.0, 3.0) == 15.0 and costs.eta_seconds(5.0, 0.0, 3.0) is None
+    assert [costs.duration(s) for s in (42, 720, 3.4 * 3600, 3 * 86400)] == ["42 s", "12 min", "3.4 h", "3.0 days"]
+
+
+def test_plan_probe_times_this_device_and_a_running_grid_shows_an_eta(tmp_path, capsys):
+    from rewindkit import costs
+    threads = torch.get_num_threads()
+    found = costs.probe(SMOKE, steps=5)
+    assert found.packing == 1 and 0 < found.seconds_per_epoch < 60 and found.source.startswith("probe")
+    packed = costs.probe(SMOKE, steps=3, packing=2)  # two runs at once, from two threads
+    assert packed.packing == 2 and packed.seconds_per_epoch > 0 and packed.source.endswith("2 runs at once")
+    assert torch.get_num_threads() == threads  # the probe's one thread per run is undone
+    report = costs.plan_report(SMOKE, "one_shot", tmp_path / "none", probe_device=True)
+    assert "s per epoch per run" in report and "probe: 20 steps timed here" in report
+    lines = []
+    E.run_grid(P.get_profile("smoke", densities=(0.5,), techniques=("lr_rewinding",)), "one_shot", tmp_path,
+               progress=False, log=lines.append)
+    assert lines[0].startswith("[1/3] dense") and "ETA" in lines[0] and lines[-1].startswith("[3/3]")
+    assert "0 epochs left" in lines[-1]
+
+
+def test_packed_runs_are_bitwise_the_runs_alone(tmp_path):
+    """K runs packed on one device (threads of one process, own CUDA stream each on a GPU) compute
+    exactly what each computes alone: same final weights bit for bit, same table (issue 13 §1)."""
+    profile = P.get_profile("smoke", densities=(0.5,), techniques=("fine_tuning", "weight_rewinding", "lr_rewinding"),
+                            workers=1)
+    with one_thread():
+        alone = E.run_grid(profile, "one_shot", tmp_path / "alone", progress=False)
+    packed_profile = P.get_profile(profile, packing=3)
+    assert packed_profile.hardware.packing == 3
+    packed = E.run_grid(packed_profile, "one_shot", tmp_path / "packed", progress=False)
+    pd.testing.assert_frame_equal(alone.results, packed.results)
+    assert alone.run_ids == packed.run_ids and len(packed.run_ids) == 1 + 3 * 2
+    for run_id in packed.run_ids:
+        a = torch.load(tmp_path / "alone" / "runs" / run_id / "final.pt")
+        b = torch.load(tmp_path / "packed" / "runs" / run_id / "final.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a), run_id
+    # a run packed with others after an interruption resumes to the same files (it is skipped)
+    again = E.run_grid(packed_profile, "one_shot", tmp_path / "packed", progress=False)
+    pd.testing.assert_frame_equal(packed.results, again.results)
+
+
+def test_packing_is_checked():
+    with pytest.raises(ValueError, match="packing must be a whole number ≥ 1.*got 0"):
+        P.get_profile("smoke", packing=0)
+    with pytest.raises(ValueError, match=r"workers=2.*packing=2.*not both"):
+        E.run_grid(P.get_profile("smoke", workers=2, packing=2), "one_shot", progress=False)
