@@ -44,10 +44,11 @@ def _grid(args) -> int:
     print(f"{len(result.run_ids)} runs of the {args.kind} grid ({profile.name}) are in {out / 'runs'}")
     print(f"results table: {out / 'results.csv'}  dense runs: {out / 'base_results.csv'}")
     if len(result.results):
+        from .metrics import delta_label
         from .reference import aggregate, best_achievable
         best = best_achievable(aggregate(result.results, result.base))
         table = best.pivot_table(index="density", columns="technique", values="delta_median").sort_index(ascending=False)
-        print("best achievable Δ test accuracy vs dense (points, median over seeds):")
+        print(f"best achievable {delta_label(profile.network)} (median over seeds):")
         print(table.round(2).to_string())
     return 0
 

@@ -152,7 +152,7 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
         with context:
             train_steps(model, optimizer, ds, plan.lr_schedule, 0, 2 + steps, seed=seed,
                         batch_size=profile.recipe.batch_size, hardware=hardware, save_at={2, 2 + steps},
-                        on_save=stamp, evaluate_every_epoch=False, progress=False)
+                        on_save=stamp, evaluate_every_epoch=False, progress=False, recipe=profile.recipe)
 
     threads = torch.get_num_threads()
     if packing > 1 and not hardware.is_cuda:
@@ -174,8 +174,9 @@ def plan_report(profile: Profile, kind: str, out=None, *, probe_device: bool = F
     lines = [f"{kind} grid of profile {profile.name!r} ({workload(profile)}):",
              f"  runs: {cost.runs} = {cost.dense} dense + "
              + " + ".join(f"{n} {t}" for t, n in cost.retraining.items()),
-             f"  training epochs: {cost.epochs:,.0f} (dense T each; retraining t, reinitialization T + t)",
-             f"  finished in {out}: {cost.finished} of {cost.runs} runs; {cost.remaining_epochs:,.0f} epochs to go"]
+             f"  training epochs: {cost.epochs:,.0f} (dense T each; retraining t, reinitialization T + t)"]
+    if out is not None:
+        lines.append(f"  finished in {out}: {cost.finished} of {cost.runs} runs; {cost.remaining_epochs:,.0f} epochs to go")
     found = probe(profile, packing=runs_at_once(profile)) if probe_device else table_throughput(profile)
     device = device_name(profile.hardware)
     if found is None:

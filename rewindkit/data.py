@@ -29,15 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import plugins
 from .batches import BatchOrder, split_validation
 from .seeds import derive_seed
 from .storage import atomic_write_bytes, data_dir
+from .translation import load_translation
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
-DATASETS = ("mnist1d", "cifar10", "imagenet", "synthetic")
+DATASETS = ("mnist1d", "cifar10", "imagenet", "synthetic", "translation")
+plugins.BUILTIN["dataset"] = DATASETS
 AUGMENTATIONS = ("none", "cifar")
 
 
@@ -353,9 +356,16 @@ def _load_imagenet(**options):
 
 def load(name: str, **options) -> Dataset:
     """A dataset by name: ``mnist1d``, ``cifar10``, ``imagenet`` (streamed from a folder:
-    :mod:`rewindkit.imagenet`) or ``synthetic``."""
+    :mod:`rewindkit.imagenet`), ``synthetic``, ``translation`` (number names, :mod:`rewindkit.translation`)
+    or a registered plug-in (:func:`rewindkit.plugins.register_dataset`)."""
     loaders = {"mnist1d": load_mnist1d, "cifar10": load_cifar10, "imagenet": _load_imagenet,
-               "synthetic": make_synthetic}
-    if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    return loaders[name](**options)
+               "synthetic": make_synthetic, "translation": load_translation}
+    plugin = plugins.get("dataset", name)
+    if name not in loaders and plugin is None:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}")
+    return loaders[name](**options) if name in loaders else plugin.call(**options)
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every dataset a profile may name: the kit's own and the registered plug-ins."""
+    return DATASETS + plugins.names("dataset")

@@ -17,7 +17,7 @@ from .costs import duration, eta_seconds
 from .grids import needed_rewind_steps
 from .hardware import Hardware
 from .runner import execute
-from .runs import RunSpec, RunStore
+from .runs import RunSpec, RunStore, uses_plugins
 from .training import progress_enabled
 
 
@@ -78,6 +78,8 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
         raise ValueError(f"choose worker processes (workers={workers}) or runs packed on one device "
                          f"(packing={packing}), not both; set one of them to 1")
     unique, need, results, pending = _pending(specs, out)
+    if workers > 1 and any(uses_plugins(s) for s in pending):
+        workers, packing = 1, workers  # plug-ins registered here are unknown to worker processes: threads
     bar = None
     if progress_enabled(progress) and pending:
         from tqdm.auto import tqdm
@@ -166,6 +168,9 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
     unique, need, results, pending = _pending(specs, out)
     if not pending:
         return results
+    if any(uses_plugins(s) for s in pending):
+        raise ValueError("these runs use plug-ins registered in this process (rewindkit.plugins), which Ray's "
+                         "workers do not have; run them with the local executor (executor='local')")
     started_here = not ray.is_initialized()
     if started_here:
         options = {"address": address, "include_dashboard": False, "log_to_driver": False,

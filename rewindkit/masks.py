@@ -12,7 +12,7 @@ Masks are stored as plain ``{name: bool tensor}`` files, separately from a plain
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -20,11 +20,18 @@ from torch import nn
 from .storage import atomic_torch_save, load_tensor_dict
 
 
-def prunable_weight_names(model: nn.Module) -> list[str]:
-    """Names of every conv and linear weight of ``model``: the paper's prunable set (§3.1).
+_COUNTED_KEY = "__counted__"
 
-    Biases and normalisation parameters are never prunable by unstructured pruning.
+
+def prunable_weight_names(model: nn.Module) -> list[str]:
+    """Names of every conv and linear weight of ``model``: the paper's prunable set (§3.1) — or,
+    where the model says otherwise in ``model.prunable`` (GNMT: every weight, embeddings and LSTM
+    biases included; a plug-in's ``prunable`` rule), those names.
+
+    Biases and normalisation parameters of the vision networks are never prunable by unstructured pruning.
     """
+    if getattr(model, "prunable", None) is not None:
+        return list(model.prunable)
     names = []
     for module_name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
@@ -35,8 +42,13 @@ def prunable_weight_names(model: nn.Module) -> list[str]:
 class Mask(Mapping[str, torch.Tensor]):
     """Name → boolean keep-tensor. Immutable mapping; operations return new masks."""
 
-    def __init__(self, entries: Mapping[str, torch.Tensor]):
+    def __init__(self, entries: Mapping[str, torch.Tensor], counted: Iterable[str] | None = None):
+        """``counted``: the entries that are prunable weights (:attr:`weight_names`); by default every
+        entry with two or more dimensions (conv/linear kernels — a structured mask's BatchNorm
+        entries follow their filter and are not counted). A network that prunes one-dimensional
+        tensors too (GNMT's LSTM biases) lists them here."""
         self._entries: dict[str, torch.Tensor] = {}
+        self._counted = None if counted is None else tuple(n for n in entries if n in set(counted))
         for name, tensor in entries.items():
             tensor = torch.as_tensor(tensor)
             if tensor.dtype != torch.bool:
@@ -50,15 +62,33 @@ class Mask(Mapping[str, torch.Tensor]):
     def ones(cls, model: nn.Module) -> Mask:
         """The all-ones (dense) mask over ``model``'s prunable weights (on the CPU, wherever the model is)."""
         params = dict(model.named_parameters())
-        return cls({n: torch.ones(params[n].shape, dtype=torch.bool) for n in prunable_weight_names(model)})
+        names = prunable_weight_names(model)
+        counted = names if any(params[n].dim() < 2 for n in names) else None
+        return cls({n: torch.ones(params[n].shape, dtype=torch.bool) for n in names}, counted)
 
     @classmethod
     def load(cls, path) -> Mask:
-        return cls(load_tensor_dict(path, what="mask"))
+        entries = load_tensor_dict(path, what="mask")
+        counted = entries.pop(_COUNTED_KEY, None)
+        return cls(entries, None if counted is None else bytes(counted.tolist()).decode().split("\n"))
 
     def save(self, path) -> None:
-        """Write the mask atomically as a plain ``{name: bool tensor}`` file (CPU tensors)."""
-        atomic_torch_save({n: t.cpu() for n, t in self._entries.items()}, path)
+        """Write the mask atomically as a plain ``{name: bool tensor}`` file (CPU tensors); a mask
+        whose counted entries differ from the default rule also stores their names (UTF-8 bytes
+        under ``__counted__``)."""
+        entries = {n: t.cpu() for n, t in self._entries.items()}
+        if self._counted is not None:
+            entries[_COUNTED_KEY] = torch.tensor(list("\n".join(self._counted).encode()), dtype=torch.uint8)
+        atomic_torch_save(entries, path)
+
+    @property
+    def counted(self) -> tuple[str, ...] | None:
+        """The explicitly counted entries, or None for the default rule (two or more dimensions)."""
+        return self._counted
+
+    def replace(self, entries: Mapping[str, torch.Tensor]) -> Mask:
+        """A mask with new keep-tensors and this mask's counting rule."""
+        return Mask(entries, self._counted)
 
     # -- mapping protocol ---------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -77,6 +107,8 @@ class Mask(Mapping[str, torch.Tensor]):
     @property
     def weight_names(self) -> list[str]:
         """Entries that are prunable weights (conv/linear kernels, ≥ 2 dimensions)."""
+        if self._counted is not None:
+            return list(self._counted)
         return [n for n, t in self._entries.items() if t.dim() >= 2]
 
     def num_kept(self) -> int:
@@ -100,7 +132,7 @@ class Mask(Mapping[str, torch.Tensor]):
         return all(not bool((self[n] & ~other[n].to(self[n].device)).any()) for n in self if n in other)
 
     def to(self, device) -> Mask:
-        return Mask({n: t.to(device) for n, t in self._entries.items()})
+        return Mask({n: t.to(device) for n, t in self._entries.items()}, self._counted)
 
     def equal(self, other: Mask) -> bool:
         return set(self) == set(other) and all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)

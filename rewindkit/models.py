@@ -19,6 +19,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from . import plugins
+
 PROJECTIONS = ("every_stage", "transitions")
 
 
@@ -202,6 +204,43 @@ def create(name: str, **options) -> nn.Module:
         return MODELS[name](**options)
     except TypeError as exc:
         raise TypeError(f"bad option for model {name!r}: {exc}") from exc
+
+
+def _gnmt_small(data, **options) -> nn.Module:
+    """The laptop-scale GNMT (:class:`rewindkit.seq2seq.Seq2Seq`) over the data's vocabularies."""
+    from .seq2seq import Seq2Seq, prunable_parameter_names
+    model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), **options)
+    model.prunable = tuple(prunable_parameter_names(model))
+    return model
+
+
+# Networks built from the training data they will see (their shapes are the data's vocabularies)
+DATA_MODELS: dict[str, Callable[..., nn.Module]] = {"gnmt_small": _gnmt_small}
+plugins.BUILTIN["network"] = tuple(MODELS) + tuple(DATA_MODELS)
+IMAGE_MODELS = tuple(MODELS)  # the networks whose forward FLOPs flops.forward_flops counts
+
+
+def network_names() -> tuple[str, ...]:
+    """Every network a profile may name: the kit's own and the registered plug-ins."""
+    return tuple(MODELS) + tuple(DATA_MODELS) + plugins.names("network")
+
+
+def build(name: str, data, **options) -> nn.Module:
+    """Build network ``name`` for ``data``: the image networks take its classes and input channels,
+    the others (GNMT, plug-ins) the data itself. A plug-in's ``prunable`` rule is attached to the
+    model as ``model.prunable`` (the names :func:`rewindkit.masks.prunable_weight_names` reads)."""
+    if name in MODELS:
+        return create(name, num_classes=data.num_classes, in_channels=data.input_shape[0], **options)
+    plugin = plugins.get("network", name)
+    if name not in DATA_MODELS and plugin is None:
+        raise ValueError(f"unknown network {name!r}; valid networks: {', '.join(network_names())}")
+    try:
+        model = DATA_MODELS[name](data, **options) if name in DATA_MODELS else plugin.call(data, **options)
+    except TypeError as exc:
+        raise TypeError(f"bad option for network {name!r}: {exc}") from exc
+    if plugin is not None and plugin.options["prunable"] is not None:
+        model.prunable = tuple(plugin.options["prunable"](model))
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from . import metrics
 from .storage import atomic_write_bytes, atomic_write_text
 from .techniques import CORE_TECHNIQUES, TECHNIQUES, Technique
 
@@ -29,14 +30,26 @@ NETWORK_TITLES = {"resnet20": "ResNet-20 (CIFAR-10)", "resnet56": "ResNet-56 (CI
 
 @contextmanager
 def paper_style():
-    """seaborn's paper context and whitegrid style, with fonts embedded as TrueType."""
+    """seaborn's paper context and whitegrid style, with fonts embedded as TrueType.
+
+    Only the style is restored afterwards, not interactive mode: Jupyter's inline backend is loaded
+    at the first figure (often inside this context) and switches interactive mode on; undoing that
+    kept every later figure of a notebook from being shown (found by the browser suite)."""
+    import matplotlib
     import seaborn as sns
-    with plt.rc_context():
-        sns.set_theme(context="paper", style="whitegrid")
-        plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "rewindkit",
-                             "figure.dpi": 100, "savefig.dpi": 200, "axes.titlesize": 9,
-                             "legend.fontsize": 7, "axes.labelsize": 8})
-        yield
+    interactive = matplotlib.is_interactive()
+    try:
+        with plt.rc_context():
+            sns.set_theme(context="paper", style="whitegrid")
+            plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "rewindkit",
+                                 "figure.dpi": 100, "savefig.dpi": 200, "axes.titlesize": 9,
+                                 "legend.fontsize": 7, "axes.labelsize": 8})
+            try:
+                yield
+            finally:
+                interactive = matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(interactive)
 
 
 def save_figure(fig, name: str, directory, data: pd.DataFrame | None = None) -> list[Path]:
@@ -62,7 +75,8 @@ def network_title(network: str) -> str:
 
 
 def delta_label(network: str) -> str:
-    return "Δ BLEU vs dense" if network == "gnmt" else "Δ test accuracy vs dense (points)"
+    """The Δ axis of a network's plots, named by its metric (:func:`rewindkit.metrics.delta_label`)."""
+    return metrics.delta_label(network)
 
 
 def check_techniques(techniques) -> tuple[str, ...]:

@@ -53,7 +53,7 @@ def _mask_from_scores(base: Mask, scores: dict[str, torch.Tensor], k: int) -> Ma
         size = scores[n].numel()
         out[n] = keep[offset:offset + size].view_as(scores[n]) & base[n].to(keep.device)
         offset += size
-    return Mask({n: t.cpu() for n, t in out.items()})
+    return base.replace({n: t.cpu() for n, t in out.items()})
 
 
 @torch.no_grad()
@@ -86,7 +86,7 @@ def layerwise_magnitude(model: nn.Module, density: float, mask: Mask | None = No
         keep = torch.zeros_like(score, dtype=torch.bool)
         keep[torch.topk(score, k, sorted=False).indices] = True
         out[n] = keep.view_as(params[n]).cpu() & base[n]
-    return Mask(out)
+    return base.replace(out)
 
 
 @torch.no_grad()

@@ -4,10 +4,11 @@ identity. :data:`IMAGENET_RECIPE` is the paper's ImageNet recipe; the defaults a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .batches import steps_per_epoch
-from .schedules import StepSchedule
+from . import plugins
+from .schedules import FunctionSchedule, GnmtSchedule, StepSchedule
 
 
 def _check_whole(name: str, value) -> None:
@@ -32,6 +33,17 @@ class Recipe:
     weight_decay: float = 2e-4
     decay_batchnorm: bool = True
     fine_tune_lr: float | None = None  # None: the schedule's final LR
+    # Beyond SGD and step decay (GNMT, §2): Adam (β, ε), gradient clipping, label smoothing, and the
+    # LR schedule by name: "step" (the above), "gnmt" (exponential warm-up, staircase halving) or a
+    # registered one (rewindkit.plugins.register_schedule). Left at their defaults they are not part
+    # of to_dict(), so the ids of every run made before they existed stay as they were.
+    optimizer: str = "sgd"  # "sgd" (momentum / Nesterov) or "adam"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    grad_clip_norm: float | None = None  # clip the global gradient norm (GNMT: 5)
+    label_smoothing: float = 0.0  # GNMT: 0.1
+    lr_schedule: str = "step"
+    schedule_options: dict = field(default_factory=dict)  # e.g. gnmt: warmup_steps, decay_count, decay_factor
 
     def __post_init__(self):
         if isinstance(self.milestones, (str, bytes)) or not hasattr(self.milestones, "__iter__"):
@@ -41,15 +53,45 @@ class Recipe:
         _check_whole("batch_size", self.batch_size)
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a positive number (0.1 in the paper); got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1) (GNMT: 0.1); got {self.label_smoothing!r}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise ValueError(f"grad_clip_norm must be a positive norm or None; got {self.grad_clip_norm!r}")
+        if self.lr_schedule not in LR_SCHEDULES and plugins.get("schedule", self.lr_schedule) is None:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid schedules: "
+                             f"{', '.join(LR_SCHEDULES + plugins.names('schedule'))}")
 
-    def schedule(self, n_train: int) -> StepSchedule:
+    def schedule(self, n_train: int) -> StepSchedule | GnmtSchedule | FunctionSchedule:
         """The per-iteration LR schedule on a training set of ``n_train`` examples
         (:func:`batches.steps_per_epoch` iterations per epoch)."""
-        return StepSchedule(self.lr, self.epochs, steps_per_epoch(n_train, self.batch_size), self.milestones,
-                            self.gamma, self.warmup_epochs)
+        spe = steps_per_epoch(n_train, self.batch_size)
+        if self.lr_schedule == "gnmt":
+            return GnmtSchedule(self.lr, self.epochs, spe, **self.schedule_options)
+        if self.lr_schedule != "step":
+            plugin = plugins.get("schedule", self.lr_schedule)
+            return FunctionSchedule(lambda step, total: plugin.call(step, total, self), self.epochs, spe, plugin.name)
+        if self.schedule_options:
+            raise ValueError(f"schedule_options are for lr_schedule='gnmt' (warmup_steps, decay_count, decay_factor); "
+                             f"the step schedule takes milestones, gamma and warmup_epochs; got {self.schedule_options!r}")
+        return StepSchedule(self.lr, self.epochs, spe, self.milestones, self.gamma, self.warmup_epochs)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The recipe as stored in run configurations; fields added after the first runs are left
+        out while at their defaults, so old run ids do not change."""
+        d = asdict(self)
+        for name, default in _LATER_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return d
+
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "gnmt")
+_LATER_DEFAULTS = {"optimizer": "sgd", "adam_betas": (0.9, 0.999), "adam_eps": 1e-8, "grad_clip_norm": None,
+                   "label_smoothing": 0.0, "lr_schedule": "step", "schedule_options": {}}
 
 
 # Paper §2: ResNet-50 on ImageNet, 90 epochs at batch 1024, LR 0.4 after 5 warm-up epochs, ×0.1 at

@@ -19,6 +19,8 @@ from importlib import resources
 
 import pandas as pd
 
+from .metrics import metric_of_network
+
 CELL = ["network", "pruning", "schedule", "technique", "density", "retrain_time"]
 CURVE = ["network", "pruning", "schedule", "technique", "density"]
 T_BY_NETWORK = {"resnet20": 182, "resnet56": 182, "resnet110": 182, "resnet34": 90, "resnet50": 90, "gnmt": 5}
@@ -42,8 +44,9 @@ def load_pruned() -> pd.DataFrame:
 
 
 def scale(network: str) -> float:
-    """Multiplier from stored accuracy to plotted points: 100 for accuracy fractions, 1 for BLEU."""
-    return 1.0 if network == "gnmt" else 100.0
+    """Multiplier from stored accuracy to plotted points: 100 for accuracy fractions, 1 for BLEU
+    (the network's metric, :mod:`rewindkit.metrics`)."""
+    return metric_of_network(network).scale
 
 
 def base_accuracy(base: pd.DataFrame) -> pd.Series:
@@ -182,6 +185,13 @@ def lookup(frame: pd.DataFrame, value: str = "delta_median", index: str = "techn
     if rows[index].duplicated().any():
         raise ValueError(f"{index!r} is not unique among the rows for {filters}; add filters to pick one row each")
     return rows.set_index(index)[value]
+
+
+def run_ids(results: pd.DataFrame, *, key: str = "technique", **filters) -> dict:
+    """The run id of each ``key`` value among the results rows matching ``filters`` (as
+    :func:`select`; density matched at the 6 digits :func:`aggregate` keeps), e.g. the runs of one
+    cell and seed, to load their networks."""
+    return lookup(results.assign(density=results["density"].round(6)), value="run_id", index=key, **filters).to_dict()
 
 
 def densities(frame: pd.DataFrame, **filters) -> list[float]:

@@ -56,8 +56,7 @@ def lr_schedule(profile: Profile) -> StepSchedule:
 
 def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module]:
     def build():
-        return models.create(setup["network"], num_classes=ds.num_classes, in_channels=ds.input_shape[0],
-                             **setup["model_options"])
+        return models.build(setup["network"], ds, **setup["model_options"])
     return build
 
 
@@ -99,7 +98,7 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
         optimizer = make_optimizer(model, recipe, hardware)
         load_state(model, optimizer, start)
         train_steps(model, optimizer, ds, recipe.schedule(ds.n_train), start.step, step, seed=spec.resolved_data_seed,
-                    batch_size=recipe.batch_size, hardware=hardware, save_at={step}, progress=False,
+                    batch_size=recipe.batch_size, hardware=hardware, save_at={step}, progress=False, recipe=recipe,
                     evaluate_every_epoch=False,
                     on_save=lambda s: atomic_torch_save(s.to_dict(), path))
         distributed.barrier()  # rank 0 wrote the checkpoint; every rank reads it next
@@ -163,7 +162,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
             atomic_torch_save({**snapshot(model, optimizer, record.step).to_dict(), "rows": rows}, checkpoint_path)
 
     train_steps(model, optimizer, ds, plan.lr_schedule, start, stop, seed=spec.resolved_data_seed,
-                batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at, on_save=on_save,
+                batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at, on_save=on_save, recipe=recipe,
                 on_epoch=on_epoch,
                 log=log, progress=False, description=spec.label())
 
@@ -173,7 +172,8 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
     last = rows[-1] if rows else {"test_acc": float("nan"), "val_acc": float("nan")}
     spe = schedule.steps_per_epoch
     row = {"network": spec.setup["network"], "test_acc": last["test_acc"], "val_acc": last["val_acc"],
-           "flops": forward_flops(model, ds.input_shape, mask), "epochs": plan.steps / spe,
+           "flops": forward_flops(model, ds.input_shape, mask) if spec.setup["network"] in models.IMAGE_MODELS
+           else float("nan"), "epochs": plan.steps / spe,
            "level": spec.level, "run_id": run_id, "trial": spec.seed}
     if spec.pruning is not None:
         row.update(pruning=spec.pruning.label, schedule=spec.pruning_schedule, technique=spec.technique,

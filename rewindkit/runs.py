@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed, numerics
+from . import __version__, distributed, numerics, plugins
 from .hardware import Hardware
 from .profiles import Profile
 from .pruning import Pruning, pruning_from_dict
@@ -38,10 +38,21 @@ RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key
 
 
 def setup_from_profile(profile: Profile) -> dict:
-    """The part of a profile that determines a run's result (hardware excluded)."""
-    return {"network": profile.network, "model_options": dict(profile.model_options),
-            "dataset": profile.dataset, "dataset_options": dict(profile.dataset_options),
-            "n_train": profile.n_train, "n_eval": profile.n_eval, "recipe": profile.recipe.to_dict()}
+    """The part of a profile that determines a run's result (hardware excluded); where it uses
+    registered plug-ins, their names and code fingerprints too (:func:`plugins.identity`), so a
+    changed plug-in never reuses an old run."""
+    setup = {"network": profile.network, "model_options": dict(profile.model_options),
+             "dataset": profile.dataset, "dataset_options": dict(profile.dataset_options),
+             "n_train": profile.n_train, "n_eval": profile.n_eval, "recipe": profile.recipe.to_dict()}
+    used = plugins.identity(profile.network, profile.dataset, profile.recipe.lr_schedule)
+    if used:
+        setup["plugins"] = used
+    return setup
+
+
+def uses_plugins(spec: RunSpec) -> bool:
+    """Whether a run needs plug-ins registered in this process (worker processes do not have them)."""
+    return bool(spec.setup.get("plugins"))
 
 
 def canonical_json(obj) -> str:

@@ -7,11 +7,32 @@ The paper's schedules are step decay with optional linear warmup: CIFAR 0.1, ×0
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+class _PerIteration:
+    """What every schedule shares: T in iterations, exact epoch → iteration conversion, traces.
+    A schedule defines ``epochs``, ``steps_per_epoch`` and ``lr(step)``."""
+
+    @property
+    def total_steps(self) -> int:
+        """T in iterations."""
+        return self.epochs * self.steps_per_epoch
+
+    def epoch_to_step(self, epoch: float) -> int:
+        """Iteration at which ``epoch`` starts; fractional epochs must land on a whole iteration."""
+        steps = epoch * self.steps_per_epoch
+        if abs(steps - round(steps)) > 1e-6:
+            raise ValueError(f"epoch {epoch} is not a whole number of iterations at {self.steps_per_epoch} per epoch")
+        return int(round(steps))
+
+    def trace(self, start: int, stop: int) -> list[float]:
+        return [self.lr(s) for s in range(start, stop)]
+
+
 @dataclass(frozen=True)
-class StepSchedule:
+class StepSchedule(_PerIteration):
     """Step decay with optional linear warmup.
 
     ``lr(step)`` is ``base_lr × gamma^(number of milestones ≤ epoch)``; during the first
@@ -39,18 +60,6 @@ class StepSchedule:
         object.__setattr__(self, "milestone_steps", tuple(self.epoch_to_step(m) for m in self.milestones))
         object.__setattr__(self, "warmup_steps", self.epoch_to_step(self.warmup_epochs))
 
-    @property
-    def total_steps(self) -> int:
-        """T in iterations."""
-        return self.epochs * self.steps_per_epoch
-
-    def epoch_to_step(self, epoch: float) -> int:
-        """Iteration at which ``epoch`` starts; fractional epochs must land on a whole iteration."""
-        steps = epoch * self.steps_per_epoch
-        if abs(steps - round(steps)) > 1e-6:
-            raise ValueError(f"epoch {epoch} is not a whole number of iterations at {self.steps_per_epoch} per epoch")
-        return int(round(steps))
-
     def lr(self, step: int) -> float:
         """Learning rate used by the optimizer update of iteration ``step`` (0-based)."""
         decays = sum(step >= m for m in self.milestone_steps)
@@ -64,8 +73,6 @@ class StepSchedule:
         """LR after every milestone: the fine-tuning LR (CIFAR 0.001, ImageNet 0.0004)."""
         return self.base_lr * self.gamma ** len(self.milestones)
 
-    def trace(self, start: int, stop: int) -> list[float]:
-        return [self.lr(s) for s in range(start, stop)]
 
 
 @dataclass(frozen=True)
@@ -76,3 +83,87 @@ class ConstantSchedule:
 
     def lr(self, step: int) -> float:
         return self.value
+
+
+@dataclass(frozen=True)
+class GnmtSchedule(_PerIteration):
+    """The paper's GNMT schedule (§2; MLPerf v0.5 GNMT), scaled to any training length T.
+
+    Paper: Adam at peak LR 2e‑3, T = 5 epochs = 8,630 steps. TF NMT's ``"t2t"`` exponential warm-up
+    over 200 steps starting at LR/100, ``lr(s) = peak · 0.01^((warmup_steps − s) / warmup_steps)``
+    for s < warmup_steps; then ``luong234`` decay: from ``decay_start = ⌊2T/3⌋`` (5,753) the
+    remaining third is cut into ``decay_count`` (4) intervals of ``⌊(T − decay_start) / decay_count⌋``
+    steps (719), staircase, and the LR halves at the start of each interval after the first:
+    0.002 until step 6,472, 0.001 until 7,191, 0.0005 until 7,910, then 0.00025. The fourth halving
+    falls (in exact arithmetic) at T itself, so the schedule *ends* at ``peak · 0.5^(decay_count − 1)``
+    = 0.00025, which is also the LR the authors' code pins at T and after, and the fine-tuning LR
+    (§1, ``final_lr``). (TF's integer ``decay_steps`` would put a fourth halving on the single last
+    step 8,629; here the exponent is capped at ``decay_count − 1`` so that ``lr(T − 1) == final_lr``.)
+    Past T the LR stays at ``final_lr``. Milestone-free; ``lr`` is defined per iteration like
+    :class:`StepSchedule`.
+    """
+
+    peak_lr: float
+    epochs: int
+    steps_per_epoch: int
+    warmup_steps: int = 200
+    decay_count: int = 4
+    decay_factor: float = 0.5
+    decay_start_fraction: float = 2.0 / 3.0
+    decay_start: int = field(init=False, repr=False)
+    decay_steps: int = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be positive; got {self.epochs}")
+        if self.steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be positive; got {self.steps_per_epoch}")
+        if self.decay_count < 1:
+            raise ValueError(f"decay_count must be at least 1; got {self.decay_count}")
+        if not 0 <= self.warmup_steps < self.total_steps:
+            raise ValueError(f"warmup_steps must be in 0..{self.total_steps - 1} (T − 1); got {self.warmup_steps}")
+        if not 0 < self.decay_start_fraction < 1:
+            raise ValueError(f"decay_start_fraction must be in (0, 1); got {self.decay_start_fraction}")
+        start = int(self.total_steps * self.decay_start_fraction)
+        object.__setattr__(self, "decay_start", start)
+        object.__setattr__(self, "decay_steps", max(1, (self.total_steps - start) // self.decay_count))
+
+    @property
+    def base_lr(self) -> float:
+        """The peak LR (the name :class:`StepSchedule` uses)."""
+        return self.peak_lr
+
+    def lr(self, step: int) -> float:
+        """Learning rate used by the optimizer update of iteration ``step`` (0-based)."""
+        lr = self.peak_lr
+        if step >= self.decay_start:
+            lr *= self.decay_factor ** min((step - self.decay_start) // self.decay_steps, self.decay_count - 1)
+        if step < self.warmup_steps:
+            lr *= 0.01 ** ((self.warmup_steps - step) / self.warmup_steps)
+        return lr
+
+    @property
+    def final_lr(self) -> float:
+        """The LR the schedule ends at, ``lr(T − 1)``: the fine-tuning LR (GNMT 0.00025)."""
+        return self.peak_lr * self.decay_factor ** (self.decay_count - 1)
+
+
+
+@dataclass(frozen=True)
+class FunctionSchedule(_PerIteration):
+    """Any step → LR rule ``lr_at(step, total_steps)`` as a schedule (a registered plug-in,
+    :func:`rewindkit.plugins.register_schedule`). Its value at the last step, ``lr_at(T − 1, T)``,
+    is the fine-tuning LR (§1); past T the LR stays there."""
+
+    lr_at: Callable[[int, int], float] = field(repr=False)
+    epochs: int
+    steps_per_epoch: int
+    name: str = "custom"
+
+    def lr(self, step: int) -> float:
+        return float(self.lr_at(min(step, self.total_steps - 1), self.total_steps))
+
+    @property
+    def final_lr(self) -> float:
+        return self.lr(self.total_steps - 1)
+

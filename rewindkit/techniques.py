@@ -237,5 +237,5 @@ def retrain(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan:
     model, optimizer = start_state(build, recipe, plan, final=final, rewind=rewind, seed=seed, hardware=hardware)
     history = train_steps(model, optimizer, data, plan.lr_schedule, plan.start_step, plan.stop_step, seed=data_seed,
                           batch_size=recipe.batch_size, mask=mask, hardware=hardware, log=log, progress=progress,
-                          on_epoch=on_epoch, description=plan.technique.value)
+                          on_epoch=on_epoch, description=plan.technique.value, recipe=recipe)
     return model, history

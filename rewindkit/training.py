@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
-from .batches import EVAL_SPLITS, steps_per_epoch
+from . import distributed, metrics
+from .batches import EVAL_SPLITS, TrainingData, steps_per_epoch
 from .data import BatchStream, Dataset
 from .hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, to_memory_format
 from .masks import Mask, MaskEnforcer
+from .optimizers import clip_gradients, make_optimizer  # noqa: F401  (make_optimizer: importable from here)
 from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
 from .seeds import derive_seed
@@ -71,51 +72,50 @@ def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> T
     return TrainState(cpu(model.state_dict()), cpu(optimizer.state_dict()), step)
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe, hardware: Hardware = Hardware()) -> torch.optim.SGD:
-    """SGD with the recipe's momentum and weight decay (fused on CUDA, foreach elsewhere)."""
-    decay, no_decay = [], []
-    for module in model.modules():
-        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        for p in module.parameters(recurse=False):
-            (no_decay if is_bn and not recipe.decay_batchnorm else decay).append(p)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    fast = {"fused": True} if hardware.is_cuda else {"foreach": True}
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, **fast)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: str, hardware: Hardware = Hardware()) -> float:
-    """Top-1 accuracy (fraction) on ``split`` ('val' or 'test')."""
+def evaluate(model: nn.Module, data: TrainingData, split: str, hardware: Hardware = Hardware()) -> float:
+    """The data's metric on ``split`` ('val' or 'test'): top-1 accuracy (a fraction) for the image
+    datasets, BLEU for translation (:mod:`rewindkit.metrics`)."""
     if split not in (*EVAL_SPLITS, "train"):
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join((*EVAL_SPLITS, 'train'))}")
-    total = data.split_size(split)
-    if total == 0:
+    if data.split_size(split) == 0:
         return float("nan")
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=data.device)
-    forward = model if distributed.is_distributed() else forward_fn(model, hardware)  # every rank evaluates all
-    for x, y in data.eval_batches(split, hardware.eval_batch_size):
-        with autocast(hardware):
-            logits = forward(to_memory_format(x, hardware))
-        correct += (logits.argmax(1) == y).sum()
-    model.train(was_training)
-    return correct.item() / total
+    return metrics.evaluate(model, data, split, hardware)
+
+
+def cross_entropy(output: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    return F.cross_entropy(output, y, label_smoothing=label_smoothing)
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """What one training step computes besides the optimizer's update: the loss (cross-entropy,
+    or the data's own ``loss``, e.g. a sequence loss that ignores padding), its label smoothing,
+    and the gradient clipping norm — from the recipe (paper §2; GNMT: 0.1 and 5)."""
+
+    loss: Callable = cross_entropy
+    label_smoothing: float = 0.0
+    clip_norm: float | None = None
+
+    @classmethod
+    def of(cls, data, recipe: Recipe | None = None) -> StepRule:
+        loss = getattr(data, "loss", None) or cross_entropy
+        if recipe is None:
+            return cls(loss)
+        return cls(loss, recipe.label_smoothing, recipe.grad_clip_norm)
 
 
 def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: MaskEnforcer | None,
-             hardware: Hardware, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
-    """One masked SGD step (paper §3.1): loss, backward, gradients masked, optimizer step, weights
-    masked; the loss is added to ``loss_sum`` on the device (no host sync). Eager and captured
-    training both run exactly this."""
+             hardware: Hardware, x, y: torch.Tensor, loss_sum: torch.Tensor, rule: StepRule = StepRule()) -> None:
+    """One masked optimizer step (paper §3.1): loss, backward, gradients masked (and clipped),
+    optimizer step (SGD or Adam), weights masked; the loss is added to ``loss_sum`` on the device
+    (no host sync). Eager and captured training both run exactly this."""
     with autocast(hardware):
-        loss = F.cross_entropy(forward(x), y)
+        loss = rule.loss(metrics.forward_inputs(forward, x), y, rule.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if enforcer is not None:
         enforcer.apply_to_grads()
+    clip_gradients(optimizer, rule.clip_norm)
     optimizer.step()
     if enforcer is not None:
         enforcer.apply_to_weights()
@@ -140,7 +140,8 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
                 save_at: Iterable[int] = (), on_save: Callable[[TrainState], None] | None = None,
                 on_epoch: Callable[[EpochRecord, nn.Module, torch.optim.Optimizer], None] | None = None,
                 evaluate_every_epoch: bool = True, log: Callable[[str], None] | None = None,
-                progress: bool | None = None, description: str = "train") -> list[EpochRecord]:
+                progress: bool | None = None, description: str = "train",
+                recipe: Recipe | None = None) -> list[EpochRecord]:
     """Train ``model`` from iteration ``start`` to ``stop`` (exclusive) with per-step LR ``lr_schedule.lr(step)``.
 
     * ``save_at``: iterations at which :func:`snapshot` is passed to ``on_save`` (the rewind points
@@ -149,7 +150,9 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
       for metrics files and resumable checkpoints.
     * The batch of iteration s depends only on (``seed``, s), so any run can be stopped and
       resumed from a checkpoint and produce the same result.
+    * ``recipe`` supplies the loss's label smoothing and the gradient clipping (:class:`StepRule`).
     """
+    rule = StepRule.of(data, recipe)
     spe = steps_per_epoch(data.n_train, batch_size)
     save_at = set(save_at)
     enforcer = MaskEnforcer(model, mask) if mask is not None else None
@@ -163,7 +166,8 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     records: list[EpochRecord] = []
     loss_sum = torch.zeros((), device=data.device)
     loss_count = 0
-    use_graphs = hardware.cuda_graphs and hardware.is_cuda and not distributed.is_distributed()
+    use_graphs = (hardware.cuda_graphs and hardware.is_cuda and not distributed.is_distributed()
+                  and isinstance(optimizer, torch.optim.SGD))  # the captured step reads SGD's LR from a tensor
     # the in-memory datasets' data step (gather, crop, flip, standardise) joins the captured graph:
     # it reads the batch position from a device tensor (BatchStream.gather), the same batches
     if use_graphs and isinstance(data, Dataset):
@@ -186,7 +190,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
             if captured is None:
                 captured = CapturedStep(
                     lambda position, loss_sum: sgd_step(forward, optimizer, enforcer, hardware,
-                                                        *_batch_in_format(stream.gather(position), hardware), loss_sum),
+                                                        *_batch_in_format(stream.gather(position), hardware), loss_sum, rule),
                     model, optimizer, (position,), data.device)
                 loss_sum = captured.loss_sum
             captured(lr, i)
@@ -194,14 +198,14 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
             x, y = next(batches)
             if captured is None:
                 captured = CapturedStep(
-                    lambda x, y, loss_sum: sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum),
+                    lambda x, y, loss_sum: sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule),
                     model, optimizer, (to_memory_format(x, hardware), y), data.device)
                 loss_sum = captured.loss_sum
             captured(lr, to_memory_format(x, hardware), y)
         else:
             x, y = next(batches)
-            x = to_memory_format(x, hardware)
-            sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum)
+            x = x if isinstance(x, tuple) else to_memory_format(x, hardware)
+            sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule)
         loss_count += 1
         done = step + 1
         if bar is not None:
@@ -266,5 +270,5 @@ def train_dense(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, *
     history = train_steps(model, optimizer, data, schedule, 0, schedule.total_steps, seed=seed,
                           batch_size=recipe.batch_size, hardware=hardware, save_at=rewind_steps,
                           on_save=lambda s: checkpoints.__setitem__(s.step, s), log=log, progress=progress,
-                          description="dense")
+                          description="dense", recipe=recipe)
     return DenseRun(model, snapshot(model, optimizer, schedule.total_steps), checkpoints, history, schedule)

@@ -52,9 +52,14 @@ def save_table(table: pd.DataFrame, name: str, profile: str) -> Path:
     return path
 
 
-def setup(profile: str):
+def setup(profile: str, family: str | None = None):
     """Resolve the profile for a notebook (``$REWINDKIT_PROFILE`` wins) and return
-    ``(profile name, Profile, runs folder, figures folder)``."""
-    from .profiles import get_profile
+    ``(profile name, Profile, runs folder, figures folder)``. ``family="translation"`` maps a vision
+    profile to its translation counterpart (smoke → translation_smoke, laptop → translation)."""
+    from .profiles import TRANSLATION_COUNTERPARTS, get_profile
     name = current_profile(profile)
+    if family == "translation":
+        name = TRANSLATION_COUNTERPARTS.get(name, name)
+    elif family is not None:
+        raise ValueError(f"unknown profile family {family!r}; valid families: translation")
     return name, get_profile(name), runs_dir(name), figures_dir(name)

@@ -20,7 +20,7 @@ def out(tmp_path_factory):
 
 
 def test_notebook_conventions():
-    assert len(NOTEBOOKS) == 10
+    assert len(NOTEBOOKS) == 11
     for path in nb.list_notebooks():
         book = json.loads(path.read_text())
         assert book["metadata"]["kernelspec"]["name"] == "python3"
@@ -62,6 +62,16 @@ def test_notebook_runs_in_smoke_profile(name, out, monkeypatch):
         lr = pd.read_csv(figures / "02_lr_schedules.csv")
         assert set(lr.technique) == {"fine_tuning", "weight_rewinding", "lr_rewinding", "low_lr_weight_rewinding"}
         assert list(pd.read_csv(figures / "02_mask_heatmap.csv").columns) == ["filter", "kept"]
+    elif name == "11_beyond_vision":  # the smoke profile maps to translation_smoke
+        figures = out / "figures" / "translation_smoke"
+        table = pd.read_csv(figures / "11_results.csv")
+        assert list(table.columns[:10]) == RESULT_COLUMNS and table.network.eq("gnmt_small").all()
+        assert table.test_acc.between(0, 100).all() and set(table.pruning) == {"unstructured"}  # BLEU
+        assert set(table.technique) == {"fine_tuning", "weight_rewinding", "lr_rewinding"}
+        pngs = list(figures.glob("11_*.png"))
+        assert len(pngs) == 3 and all((p.with_suffix(".csv")).exists() for p in pngs)
+        text = executed[0].read_text()
+        assert "Δ BLEU" in text or "BLEU" in text
     elif name == "10_imagenet":  # no ImageNet folder or GPU here: it must say so and still draw the paper's part
         text = executed[0].read_text()
         assert "The ImageNet grid is not run here:" in text and "ImageNet not found" in text

@@ -1,0 +1,48 @@
+"""The optimizer of a recipe (paper §2): SGD with momentum 0.9 (heavy-ball on CIFAR, Nesterov on
+ImageNet) or, for GNMT, Adam (β 0.9 / 0.999, ε 1e-8), with the recipe's weight decay on every
+parameter or on all but BatchNorm, and optional gradient clipping by global norm (GNMT: 5).
+
+Every retraining technique treats the optimizer's state as a whole (§1): weight rewinding
+restores all of it from T − t (SGD's momentum; Adam's moments and step count), learning-rate
+rewinding and fine-tuning keep the final one. Pruned entries of every per-parameter buffer are
+zeroed when a mask is attached (:meth:`rewindkit.masks.MaskEnforcer.apply_to_optimizer`); with
+their gradients masked they stay exactly zero (Adam's moments too: m ← β₁m + (1−β₁)·0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .hardware import Hardware
+from .recipe import Recipe
+
+
+def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
+    """The recipe's weight decay on every parameter, or on all but BatchNorm's γ/β."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for p in module.parameters(recurse=False):
+            (no_decay if is_bn and not recipe.decay_batchnorm else decay).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, hardware: Hardware = Hardware()) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model`` (fused kernels on CUDA, foreach elsewhere)."""
+    fast = {"fused": True} if hardware.is_cuda else {"foreach": True}
+    groups = parameter_groups(model, recipe)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr, betas=recipe.adam_betas, eps=recipe.adam_eps, **fast)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, **fast)
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
+    """Scale the gradients of the optimizer's parameters so their global norm is at most
+    ``max_norm`` (no-op for None)."""
+    if max_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
