@@ -63,6 +63,10 @@ def train_batched(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe,
     """Train every slot from its ``state.step`` to its ``stop``; return each run's final state."""
     if not slots:
         return []
+    if recipe.optimizer != "sgd" or recipe.label_smoothing or recipe.grad_clip_norm is not None:
+        raise ValueError(f"train_batched writes out SGD with momentum and plain cross-entropy; this recipe has "
+                         f"optimizer={recipe.optimizer!r}, label_smoothing={recipe.label_smoothing}, "
+                         f"grad_clip_norm={recipe.grad_clip_norm}: train these runs one by one (train_steps)")
     steps = {s.stop - s.state.step for s in slots}
     if len(steps) != 1:
         raise ValueError(f"runs in one batch need the same number of iterations; got {sorted(steps)}")

@@ -9,7 +9,6 @@ What ``rewindkit grid PROFILE --kind KIND --plan [--probe]`` prints is :func:`pl
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ import pandas as pd
 
 from . import numerics
 from .grids import grid_specs
-from .hardware import Hardware
+from .hardware import Hardware, own_stream, packed_threads
 from .profiles import Profile
 from .runs import RunStore, canonical_json, setup_from_profile
 
@@ -148,21 +147,14 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
                 ready.wait(timeout=600)  # every packed run starts its timed steps together
             stamps[seed, state.step] = time.perf_counter()
 
-        context = torch.cuda.stream(torch.cuda.Stream()) if hardware.is_cuda else contextlib.nullcontext()
-        with context:
+        with own_stream(hardware):
             train_steps(model, optimizer, ds, plan.lr_schedule, 0, 2 + steps, seed=seed,
                         batch_size=profile.recipe.batch_size, hardware=hardware, save_at={2, 2 + steps},
                         on_save=stamp, evaluate_every_epoch=False, progress=False, recipe=profile.recipe)
 
-    threads = torch.get_num_threads()
-    if packing > 1 and not hardware.is_cuda:
-        torch.set_num_threads(1)  # one CPU thread per run, as the grid's workers run
-    try:
-        with ThreadPoolExecutor(packing) as pool:
-            for future in [pool.submit(one_run, seed) for seed in range(packing)]:
-                future.result()
-    finally:
-        torch.set_num_threads(threads)
+    with packed_threads(hardware, packing), ThreadPoolExecutor(packing) as pool:
+        for future in [pool.submit(one_run, seed) for seed in range(packing)]:
+            future.result()
     wall = max(stamps[seed, 2 + steps] for seed in range(packing)) - min(stamps[seed, 2] for seed in range(packing))
     source = f"probe: {steps} steps timed here" + ("" if packing == 1 else f", {packing} runs at once")
     return Throughput(wall / steps * schedule.steps_per_epoch, packing, source)

@@ -15,7 +15,7 @@ import torch
 from . import distributed
 from .costs import duration, eta_seconds
 from .grids import needed_rewind_steps
-from .hardware import Hardware
+from .hardware import Hardware, own_stream, packed_threads
 from .runner import execute
 from .runs import RunSpec, RunStore, uses_plugins
 from .training import progress_enabled
@@ -52,12 +52,8 @@ def execute_packed(spec: RunSpec, out, hardware: Hardware, rewind_steps=(), log=
     process: on CUDA each run issues its kernels (and replays its own CUDA graph) on a stream of its
     own, so packed runs overlap on the GPU; nothing a run computes depends on what it is packed with
     (same kernels, same data, same order: bitwise the result it has alone)."""
-    if not hardware.is_cuda:
+    with own_stream(hardware):
         return execute(spec, out, hardware, rewind_steps, log)
-    with torch.cuda.stream(torch.cuda.Stream(device=hardware.device)):
-        result = execute(spec, out, hardware, rewind_steps, log)
-        torch.cuda.current_stream().synchronize()
-    return result
 
 
 def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), workers: int = 1,
@@ -106,15 +102,9 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
         for spec in pending:
             finished(spec, execute(spec, out, hardware, need.get(spec.id, ()), epoch_log))
     elif packing > 1:
-        threads = torch.get_num_threads()
-        if not hardware.is_cuda:
-            torch.set_num_threads(1)  # one CPU thread per run, as in the worker processes
-        try:
-            with ThreadPoolExecutor(packing, thread_name_prefix="rewindkit-run") as pool:
-                _schedule(pool, packing, pending, results, finished,
-                          lambda spec: pool.submit(execute_packed, spec, out, hardware, need.get(spec.id, ()), epoch_log))
-        finally:
-            torch.set_num_threads(threads)
+        with packed_threads(hardware, packing), ThreadPoolExecutor(packing, thread_name_prefix="rewindkit-run") as pool:
+            _schedule(pool, packing, pending, results, finished,
+                      lambda spec: pool.submit(execute_packed, spec, out, hardware, need.get(spec.id, ()), epoch_log))
     else:
         import multiprocessing
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),

@@ -11,6 +11,7 @@ and :class:`CapturedStep` (a whole training step replayed as one CUDA graph).
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ class Hardware:
             object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(self.packing, bool) or not isinstance(self.packing, int) or self.packing < 1:
             raise ValueError(f"packing must be a whole number ≥ 1 of runs at once on one device; got {self.packing!r}")
+        if self.compile and self.packing > 1:
+            raise ValueError(f"compile=True cannot run packed (packing={self.packing}): torch.compile is not "
+                             f"thread-safe; use cuda_graphs=True for packed runs, or packing=1")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}")
         if self.cuda_graphs and self.compile and self.compile_mode in ("reduce-overhead", "max-autotune"):
@@ -98,6 +102,34 @@ def autocast(hardware: Hardware):
     return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=not hardware.cuda_graphs)
 
 
+@contextlib.contextmanager
+def packed_threads(hardware: Hardware, runs: int):
+    """While ``runs`` > 1 runs share this process's device from threads (``Hardware.packing``):
+    on the CPU one intra-op thread per run, as in the worker processes (restored afterwards)."""
+    threads = torch.get_num_threads()
+    if runs > 1 and not hardware.is_cuda:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def own_stream(hardware: Hardware):
+    """Issue this thread's kernels on a CUDA stream of its own (a packed run), synchronised at the
+    end; a no-op on the CPU."""
+    if not hardware.is_cuda:
+        yield
+        return
+    with torch.cuda.stream(torch.cuda.Stream(device=hardware.device)):
+        yield
+        torch.cuda.current_stream().synchronize()
+
+
+_CAPTURE_LOCK = threading.Lock()
+
+
 class CapturedStep:
     """A training step ``step(*inputs, loss_sum)`` (forward, loss, backward, gradient mask, optimizer
     step, weight mask — and, with the in-memory datasets, the data step that gathers, crops and
@@ -132,16 +164,18 @@ class CapturedStep:
         for group in optimizer.param_groups:  # captured kernels read the LR from a device tensor
             group["lr"] = self.lr
         side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
+        # One capture at a time per process (torch's rule): packed runs (Hardware.packing) capture
+        # from several threads, each on its own capture stream (torch's default one is shared)
+        # with thread-local capture errors, one after the other; they replay concurrently.
+        with _CAPTURE_LOCK:
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(self.WARMUP):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
                 self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        # its own capture stream (torch's default one is shared by every thread) and thread-local
-        # capture errors: packed runs (Hardware.packing) capture and replay from several threads
-        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
-            self._step()
         for group, lr in zip(optimizer.param_groups, floats):
             group["lr"] = lr  # the graph reads self.lr; state_dicts and snapshots keep plain floats
         self._restore(saved)

@@ -194,6 +194,6 @@ class MaskEnforcer:
         """Zero every per-parameter optimizer buffer (e.g. SGD momentum) at pruned positions."""
         for p, f in zip(self.params, self.factors):
             state = optimizer.state.get(p, {})
-            for value in state.values():
-                if torch.is_tensor(value) and value.shape == p.shape:
+            for key, value in state.items():
+                if key != "step" and torch.is_tensor(value) and value.shape == p.shape:  # not Adam's step count
                     value.mul_(f.to(value.dtype))

@@ -66,17 +66,21 @@ def get_metric(name: str) -> Metric:
 
 
 def metric_of_network(network: str) -> Metric:
-    """The metric a network's results are in (accuracy unless the network says otherwise)."""
+    """The metric a network's results are in and its plots are labelled with: a plug-in network's
+    ``metric``, BLEU for the GNMTs, else accuracy."""
     plugin = plugins.get("network", network)
-    return get_metric(plugin.options["metric"] if plugin is not None else NETWORK_METRICS.get(network, "accuracy"))
+    declared = plugin.options["metric"] if plugin is not None else None
+    return get_metric(declared or NETWORK_METRICS.get(network, "accuracy"))
 
 
 def evaluate(model: nn.Module, data, split: str, hardware) -> float:
-    """The data's metric (``data.metric``, default accuracy) of ``model`` on ``split``, in eval mode."""
+    """``model``'s metric on ``split``, in eval mode: the network's own (``model.metric``, set from a
+    plug-in's ``metric``), else the data's (``data.metric``), else accuracy."""
+    name = getattr(model, "metric", None) or getattr(data, "metric", "accuracy")
     was_training = model.training
     model.eval()
     try:
-        return float(get_metric(getattr(data, "metric", "accuracy")).evaluate(model, data, split, hardware))
+        return float(get_metric(name).evaluate(model, data, split, hardware))
     finally:
         model.train(was_training)
 

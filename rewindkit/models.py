@@ -227,8 +227,9 @@ def network_names() -> tuple[str, ...]:
 
 def build(name: str, data, **options) -> nn.Module:
     """Build network ``name`` for ``data``: the image networks take its classes and input channels,
-    the others (GNMT, plug-ins) the data itself. A plug-in's ``prunable`` rule is attached to the
-    model as ``model.prunable`` (the names :func:`rewindkit.masks.prunable_weight_names` reads)."""
+    the others (GNMT, plug-ins) the data itself. A plug-in's ``prunable`` rule and ``metric`` are
+    attached to the model as ``model.prunable`` (the names :func:`rewindkit.masks.prunable_weight_names`
+    reads) and ``model.metric`` (what :func:`rewindkit.metrics.evaluate` reports)."""
     if name in MODELS:
         return create(name, num_classes=data.num_classes, in_channels=data.input_shape[0], **options)
     plugin = plugins.get("network", name)
@@ -240,6 +241,8 @@ def build(name: str, data, **options) -> nn.Module:
         raise TypeError(f"bad option for network {name!r}: {exc}") from exc
     if plugin is not None and plugin.options["prunable"] is not None:
         model.prunable = tuple(plugin.options["prunable"](model))
+    if plugin is not None and plugin.options["metric"]:
+        model.metric = plugin.options["metric"]  # what rewindkit.metrics.evaluate reports for it
     return model
 
 

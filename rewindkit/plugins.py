@@ -12,7 +12,8 @@ What each plug-in is:
   ``num_classes``, ``input_shape`` or vocabularies). ``prunable(model) -> [parameter names]`` says
   what global magnitude pruning may remove (default: every conv and linear weight, §3.1; the
   authors' GNMT pruned every weight, embeddings and LSTM biases included). ``metric`` names what
-  the network is judged by (``"accuracy"``, ``"bleu"`` or a registered one).
+  the network is evaluated by and labelled with (``"accuracy"``, ``"bleu"`` or a registered one;
+  default: the data's ``metric``, else accuracy).
 * **dataset** — ``load(**dataset_options)`` returning an object with the training-data protocol
   :class:`rewindkit.batches.TrainingData`: training batches as a function of (seed, iteration),
   validation and test batches in order. Batches may be ``(x, y)`` or ``((x1, x2, …), y)`` (the
@@ -26,8 +27,10 @@ What each plug-in is:
 The optimizer is the recipe's: ``Recipe(optimizer="adam")`` (β, ε, gradient clipping) or SGD with
 momentum or Nesterov (:mod:`rewindkit.optimizers`).
 
-A plug-in's identity — its name and a fingerprint of its code (or the ``version`` you give) — is
-part of every run id that uses it, so a changed plug-in never silently reuses an old run. Runs of
+A plug-in's identity — its name and a fingerprint of its code and of the functions and classes
+of your own that it refers to (or the ``version`` you give) — is part of every run id that uses
+it, so a changed plug-in does not silently reuse an old run. Code reached another way (a module
+attribute looked up at run time, a file the builder reads) is not fingerprinted: give ``version=``. Runs of
 plug-ins registered in this process (a notebook, a script) train in this process: worker
 processes would not know them, so ``workers`` become threads (one per run, ``Hardware.packing``).
 """
@@ -36,6 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,17 +62,53 @@ _REGISTRY: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
 BUILTIN: dict[str, tuple[str, ...]] = {kind: () for kind in KINDS}  # names the kit itself defines
 
 
+def _is_users(obj) -> bool:
+    """A function or class of the user's own (not torch's, the kit's, a library's or Python's)."""
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        return False
+    module_name = getattr(obj, "__module__", None) or ""
+    if module_name.split(".")[0] in ("rewindkit", "builtins", "torch"):
+        return False
+    path = getattr(sys.modules.get(module_name), "__file__", None) or ""
+    return not (path.startswith(_LIBRARY_PATHS) or "site-packages" in path or "dist-packages" in path)
+
+
+_LIBRARY_PATHS = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+
+
+def _code_text(obj) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):  # defined in an exec'd string, a REPL: its bytecode and constants
+        code = getattr(obj, "__code__", None)
+        if code is not None:
+            return repr((code.co_code, code.co_consts, code.co_names))
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _referenced(obj) -> list:
+    """The user's functions and classes that ``obj`` refers to (globals, closures, methods, bases)."""
+    if inspect.isclass(obj):
+        return [v for v in (*vars(obj).values(), *obj.__bases__) if _is_users(v)]
+    try:
+        found = inspect.getclosurevars(obj)
+    except TypeError:
+        return []
+    return [v for v in (*found.nonlocals.values(), *found.globals.values()) if _is_users(v)]
+
+
 def fingerprint(*functions: Callable | None) -> str:
-    """A short hash of the functions' source code (their qualified names where there is none)."""
-    digest = hashlib.sha256()
-    for fn in functions:
-        if fn is None:
+    """A short hash of the functions' code and of every function and class of the user's own that
+    they refer to, recursively (source where there is some, else bytecode and constants)."""
+    digest, seen = hashlib.sha256(), set()
+    todo = [fn for fn in functions if fn is not None]
+    while todo:
+        obj = todo.pop(0)
+        if id(obj) in seen:
             continue
-        try:
-            text = inspect.getsource(fn)
-        except (OSError, TypeError):
-            text = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-        digest.update(text.encode())
+        seen.add(id(obj))
+        digest.update(_code_text(obj).encode())
+        todo.extend(_referenced(obj))
     return digest.hexdigest()[:12]
 
 
@@ -83,9 +124,10 @@ def _register(kind: str, name: str, call: Callable, version: str | None, *identi
     return plugin
 
 
-def register_network(name: str, build: Callable, *, prunable: Callable | None = None, metric: str = "accuracy",
+def register_network(name: str, build: Callable, *, prunable: Callable | None = None, metric: str | None = None,
                      version: str | None = None) -> Plugin:
-    """Register ``build(data, **model_options) -> nn.Module`` as network ``name``."""
+    """Register ``build(data, **model_options) -> nn.Module`` as network ``name``. ``metric``: what
+    it is evaluated by and labelled with (None: the data's own metric, accuracy by default)."""
     return _register("network", name, build, version, prunable, prunable=prunable, metric=metric)
 
 
@@ -126,7 +168,7 @@ def identity(network: str, dataset: str, schedule: str) -> dict[str, str]:
         plugin = get(kind, name)
         if plugin is not None:
             used[f"{kind}:{name}"] = plugin.version
-            if kind == "network" and get("metric", plugin.options["metric"]) is not None:
+            if kind == "network" and plugin.options["metric"] and get("metric", plugin.options["metric"]) is not None:
                 metric = get("metric", plugin.options["metric"])
                 used[f"metric:{metric.name}"] = metric.version
     return used

@@ -21,7 +21,8 @@ import ast
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .hardware import Hardware
-from .recipe import IMAGENET_RECIPE, Recipe
+from .recipe import GNMT_SCHEDULE_OPTIONS, IMAGENET_RECIPE, Recipe
+from .schedules import GnmtSchedule
 
 GRID_KINDS = ("one_shot", "iterative", "structured")
 PAPER_RETRAIN_TIMES = (10, 30, 50, 70, 90, 110, 130, 150, 170, 182)  # t of the paper's CIFAR-10 grid (§4)
@@ -119,9 +120,10 @@ class Profile:
             rows.update({"warm-up": f"{r.warmup_epochs:g} epochs, linear",
                          f"LR drops (×{r.gamma:g})": ", ".join(f"epoch {m:g}" for m in r.milestones)})
         elif r.lr_schedule == "gnmt":
-            o = {"warmup_steps": 200, "decay_count": 4, "decay_factor": 0.5, **r.schedule_options}
+            o = {**{f.name: f.default for f in fields(GnmtSchedule) if f.name in GNMT_SCHEDULE_OPTIONS},
+                 **r.schedule_options}
             rows["LR schedule"] = (f"GNMT: exponential warm-up from LR/100 over {o['warmup_steps']} steps, then "
-                                   f"×{o['decay_factor']:g} in {o['decay_count']} steps over the last third")
+                                   f"×{o['decay_factor']:g} in {o['decay_count']} steps from {o['decay_start_fraction']:.0%} of T")
         else:
             rows["LR schedule"] = f"{r.lr_schedule} (a registered plug-in)"
         if r.optimizer == "adam":

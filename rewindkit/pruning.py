@@ -218,7 +218,7 @@ def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> 
         entries[f"{conv2}.weight"] = entries[f"{conv2}.weight"] & keep.view(1, -1, *[1] * (block.conv2.weight.dim() - 2))
         entries[f"{bn1}.weight"] = keep.clone()
         entries[f"{bn1}.bias"] = keep.clone()
-    return Mask(entries)
+    return Mask.ones(model).replace(entries)  # the model's counting rule; BatchNorm entries follow their filter
 
 
 def released_density(model: nn.Module, mask: Mask, config: str) -> float:

@@ -4,11 +4,15 @@ identity. :data:`IMAGENET_RECIPE` is the paper's ImageNet recipe; the defaults a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .batches import steps_per_epoch
 from . import plugins
 from .schedules import FunctionSchedule, GnmtSchedule, StepSchedule
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_whole(name: str, value) -> None:
@@ -55,11 +59,23 @@ class Recipe:
             raise ValueError(f"lr must be a positive number (0.1 in the paper); got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-        object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1) (GNMT: 0.1); got {self.label_smoothing!r}")
-        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
-            raise ValueError(f"grad_clip_norm must be a positive norm or None; got {self.grad_clip_norm!r}")
+        betas = tuple(self.adam_betas) if hasattr(self.adam_betas, "__iter__") else ()
+        if len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), e.g. (0.9, 0.999); got {self.adam_betas!r}")
+        object.__setattr__(self, "adam_betas", betas)
+        if not _is_number(self.adam_eps) or not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be a positive number (1e-8 in the paper); got {self.adam_eps!r}")
+        if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be a number in [0, 1) (GNMT: 0.1); got {self.label_smoothing!r}")
+        if self.grad_clip_norm is not None and not (_is_number(self.grad_clip_norm) and self.grad_clip_norm > 0):
+            raise ValueError(f"grad_clip_norm must be a positive norm (GNMT: 5) or None; got {self.grad_clip_norm!r}")
+        if not isinstance(self.schedule_options, dict):
+            raise ValueError(f"schedule_options must be a dict; got {self.schedule_options!r}")
+        valid = GNMT_SCHEDULE_OPTIONS if self.lr_schedule == "gnmt" else ()
+        unknown = sorted(set(self.schedule_options) - set(valid))
+        if unknown and self.lr_schedule in LR_SCHEDULES:  # a registered schedule reads its own options
+            raise ValueError(f"unknown schedule_options {unknown} for lr_schedule={self.lr_schedule!r}; valid: "
+                             f"{', '.join(valid) or 'none (the step schedule takes milestones, gamma, warmup_epochs)'}")
         if self.lr_schedule not in LR_SCHEDULES and plugins.get("schedule", self.lr_schedule) is None:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid schedules: "
                              f"{', '.join(LR_SCHEDULES + plugins.names('schedule'))}")
@@ -73,9 +89,6 @@ class Recipe:
         if self.lr_schedule != "step":
             plugin = plugins.get("schedule", self.lr_schedule)
             return FunctionSchedule(lambda step, total: plugin.call(step, total, self), self.epochs, spe, plugin.name)
-        if self.schedule_options:
-            raise ValueError(f"schedule_options are for lr_schedule='gnmt' (warmup_steps, decay_count, decay_factor); "
-                             f"the step schedule takes milestones, gamma and warmup_epochs; got {self.schedule_options!r}")
         return StepSchedule(self.lr, self.epochs, spe, self.milestones, self.gamma, self.warmup_epochs)
 
     def to_dict(self) -> dict:
@@ -90,8 +103,12 @@ class Recipe:
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "gnmt")
-_LATER_DEFAULTS = {"optimizer": "sgd", "adam_betas": (0.9, 0.999), "adam_eps": 1e-8, "grad_clip_norm": None,
-                   "label_smoothing": 0.0, "lr_schedule": "step", "schedule_options": {}}
+GNMT_SCHEDULE_OPTIONS = tuple(f.name for f in fields(GnmtSchedule) if f.init and f.name not in ("peak_lr", "epochs",
+                                                                                                "steps_per_epoch"))
+_LATER_FIELDS = ("optimizer", "adam_betas", "adam_eps", "grad_clip_norm", "label_smoothing", "lr_schedule",
+                 "schedule_options")  # added after the first runs: left out of to_dict() at their defaults
+_LATER_DEFAULTS = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
+                   for f in fields(Recipe) if f.name in _LATER_FIELDS}
 
 
 # Paper §2: ResNet-50 on ImageNet, 90 epochs at batch 1024, LR 0.4 after 5 warm-up epochs, ×0.1 at

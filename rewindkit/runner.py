@@ -25,7 +25,7 @@ from .schedules import StepSchedule
 from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
 from .techniques import StartFrom, load_state, start_state
-from .training import EpochRecord, TrainState, make_optimizer, snapshot, train_steps
+from .training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot, train_steps
 
 _DATA_CACHE: dict[str, data.Dataset] = {}
 _DATA_LOCK = threading.Lock()  # packed runs (threads) load each dataset once
@@ -40,6 +40,8 @@ def load_dataset(setup: dict, device) -> data.Dataset:
             if setup["n_train"] is not None or setup["n_eval"] is not None:
                 ds = ds.subset(setup["n_train"], setup["n_eval"])
             _DATA_CACHE[key] = ds.to(device)
+            if torch.device(device).type == "cuda":  # other packed threads read it from their own streams
+                torch.cuda.current_stream(device).synchronize()
         return _DATA_CACHE[key]
 
 
@@ -56,7 +58,8 @@ def lr_schedule(profile: Profile) -> StepSchedule:
 
 def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module]:
     def build():
-        return models.build(setup["network"], ds, **setup["model_options"])
+        with GLOBAL_RNG_LOCK:  # packed runs (threads) share torch's global generator
+            return models.build(setup["network"], ds, **setup["model_options"])
     return build
 
 

@@ -6,7 +6,7 @@ A run folder holds:
 
 ``config.json``      the resolved configuration
 ``metrics.csv``      one row per epoch: epoch, step, lr, train_loss, val_acc, test_acc
-``mask.pt``          name → bool tensor (retraining runs)
+``mask.pt``          name → bool tensor (retraining runs; plus ``__counted__`` where 1-D tensors are prunable)
 ``final.pt``         plain ``state_dict`` of the final weights (pruned entries exactly zero)
 ``final_optimizer.pt`` optimizer state at the end (the next iterative level keeps its momentum)
 ``rewind/step_N.pt`` weights + optimizer state at iteration N (dense runs: the rewind points T−t)

@@ -15,6 +15,12 @@ class _PerIteration:
     """What every schedule shares: T in iterations, exact epoch → iteration conversion, traces.
     A schedule defines ``epochs``, ``steps_per_epoch`` and ``lr(step)``."""
 
+    def _check_length(self) -> None:
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be positive; got {self.epochs}")
+        if self.steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be positive; got {self.steps_per_epoch}")
+
     @property
     def total_steps(self) -> int:
         """T in iterations."""
@@ -50,10 +56,7 @@ class StepSchedule(_PerIteration):
     warmup_steps: int = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be positive; got {self.epochs}")
-        if self.steps_per_epoch <= 0:
-            raise ValueError(f"steps_per_epoch must be positive; got {self.steps_per_epoch}")
+        self._check_length()
         if list(self.milestones) != sorted(self.milestones) or any(not 0 < m < self.epochs for m in self.milestones):
             raise ValueError(f"milestones must be increasing epochs inside (0, {self.epochs}); got {self.milestones}")
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -114,10 +117,7 @@ class GnmtSchedule(_PerIteration):
     decay_steps: int = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be positive; got {self.epochs}")
-        if self.steps_per_epoch <= 0:
-            raise ValueError(f"steps_per_epoch must be positive; got {self.steps_per_epoch}")
+        self._check_length()
         if self.decay_count < 1:
             raise ValueError(f"decay_count must be at least 1; got {self.decay_count}")
         if not 0 <= self.warmup_steps < self.total_steps:
@@ -145,7 +145,7 @@ class GnmtSchedule(_PerIteration):
     @property
     def final_lr(self) -> float:
         """The LR the schedule ends at, ``lr(T − 1)``: the fine-tuning LR (GNMT 0.00025)."""
-        return self.peak_lr * self.decay_factor ** (self.decay_count - 1)
+        return self.lr(self.total_steps - 1)
 
 
 

@@ -122,9 +122,15 @@ def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: Mask
     loss_sum += loss.detach().float()
 
 
-def _batch_in_format(batch: tuple[torch.Tensor, torch.Tensor], hardware: Hardware) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = batch
-    return to_memory_format(x, hardware), y
+def _gathered(stream: BatchStream, position: torch.Tensor, hardware: Hardware):
+    x, y = stream.gather(position)
+    return _in_format(x, hardware), y
+
+
+def _in_format(x, hardware: Hardware):
+    """A batch's input in the network's memory format (a tuple of inputs, e.g. a translation batch's
+    source and shifted target, as it is)."""
+    return x if isinstance(x, tuple) else to_memory_format(x, hardware)
 
 
 def progress_enabled(flag: bool | None = None) -> bool:
@@ -190,12 +196,15 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
             if captured is None:
                 captured = CapturedStep(
                     lambda position, loss_sum: sgd_step(forward, optimizer, enforcer, hardware,
-                                                        *_batch_in_format(stream.gather(position), hardware), loss_sum, rule),
+                                                        *_gathered(stream, position, hardware), loss_sum, rule),
                     model, optimizer, (position,), data.device)
                 loss_sum = captured.loss_sum
             captured(lr, i)
         elif use_graphs:
             x, y = next(batches)
+            if isinstance(x, tuple):
+                raise ValueError("cuda_graphs=True replays fixed-shape tensor batches; this data gives tuples of "
+                                 "inputs (e.g. translation, whose batches change length): use cuda_graphs=False")
             if captured is None:
                 captured = CapturedStep(
                     lambda x, y, loss_sum: sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule),
@@ -204,7 +213,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
             captured(lr, to_memory_format(x, hardware), y)
         else:
             x, y = next(batches)
-            x = x if isinstance(x, tuple) else to_memory_format(x, hardware)
+            x = _in_format(x, hardware)
             sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule)
         loss_count += 1
         done = step + 1
@@ -236,13 +245,16 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     return records
 
 
-_GLOBAL_RNG = threading.Lock()  # initialisers draw from torch's global generator; packed runs share it
+# Building a network draws from torch's global generator (its initialisers), which the runs packed
+# on one device (threads) share: every build holds this lock, so no build draws between another's
+# seeding and its draws (re-entrant: init_model seeds, then calls a build that takes it too).
+GLOBAL_RNG_LOCK = threading.RLock()
 
 
 def init_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build a model with its initial weights drawn from ``seed`` (global RNG left untouched; one
     thread at a time, so runs packed on one device draw exactly what they would alone)."""
-    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init") % (2**63))
         return build()
 

@@ -60,6 +60,9 @@ def setup(profile: str, family: str | None = None):
     name = current_profile(profile)
     if family == "translation":
         name = TRANSLATION_COUNTERPARTS.get(name, name)
+        if name not in TRANSLATION_COUNTERPARTS.values():
+            valid = list(TRANSLATION_COUNTERPARTS) + list(TRANSLATION_COUNTERPARTS.values())
+            raise ValueError(f"profile {name!r} has no translation counterpart; valid profiles here: {', '.join(valid)}")
     elif family is not None:
         raise ValueError(f"unknown profile family {family!r}; valid families: translation")
     return name, get_profile(name), runs_dir(name), figures_dir(name)

@@ -155,10 +155,14 @@ def test_a_registered_network_runs_a_grid_with_adam(registered, tmp_path):
     assert setup_from_profile(profile)["plugins"]["network:tiny_mlp"] == "2"
 
 
-def test_metrics_name_tables_and_axes(registered):
+def test_metrics_name_tables_and_axes_and_are_what_is_evaluated(registered, ds):
     plugins.register_metric("neg", negative_loss, label="negative loss")
     plugins.register_network("tiny_neg", build_tiny, metric="neg")
     try:
+        from rewindkit import models
+        from rewindkit.training import evaluate
+        assert evaluate(models.build("tiny_neg", ds), ds, "test") == -1.0  # the network's declared metric
+        assert 0 <= evaluate(models.build("tiny_mlp", ds), ds, "test") <= 1  # else the data's: accuracy
         assert metric_of_network("tiny_neg").label == "negative loss"
         assert delta_label("tiny_neg") == "Δ negative loss vs dense"
         assert delta_label("gnmt") == "Δ BLEU vs dense"
@@ -166,6 +170,18 @@ def test_metrics_name_tables_and_axes(registered):
     finally:
         plugins.unregister("network", "tiny_neg")
         plugins.unregister("metric", "neg")
+
+
+def test_the_fingerprint_follows_the_code_a_builder_uses():
+    """Editing a class the builder instantiates changes the run ids, not only editing the builder."""
+    def builder(width):
+        ns = {"nn": nn, "__name__": "my_notebook"}  # code of the user's own, as a notebook cell defines it
+        exec(f"class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+             f"        self.fc = nn.Linear(4, {width})\n\ndef build(data):\n    return Net()\n", ns)
+        return ns["build"]
+    assert plugins.fingerprint(builder(3)) == plugins.fingerprint(builder(3))
+    assert plugins.fingerprint(builder(3)) != plugins.fingerprint(builder(5))
+    assert plugins.fingerprint(build_tiny) != plugins.fingerprint(lambda data: None)
 
 
 def test_bad_plugins_get_clear_errors(registered):

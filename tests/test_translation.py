@@ -245,3 +245,15 @@ def test_translation_smoke_grid_writes_bleu_results_with_every_weight_masked(tmp
     assert abs(mask.density() - 0.3) < 1e-3 and abs(results.density[0] - mask.density()) < 1e-9
     base = pd.read_csv(out / "base_results.csv")
     assert len(base) == 1 and 0 <= base.test_acc[0] <= 100
+
+
+def test_a_fully_pruned_attention_vector_gives_finite_losses_and_gradients(data):
+    """Global magnitude pruning can remove all of normed-Bahdanau's v; its norm is then 0 and the
+    attention must fall back to uniform weights rather than 0/0 (a NaN that stops the run)."""
+    model = model_for(data)
+    with torch.no_grad():
+        model.attention.v.zero_()
+    (src, tgt_in), tgt_out = next(data.batches(16, 0, 0, 1))
+    loss = sequence_loss(model(src, tgt_in), tgt_out)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
