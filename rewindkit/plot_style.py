@@ -25,7 +25,7 @@ MARKERS = {"fine_tuning": "s", "weight_rewinding": "^", "lr_rewinding": "o",
 NETWORK_TITLES = {"resnet20": "ResNet-20 (CIFAR-10)", "resnet56": "ResNet-56 (CIFAR-10)",
                   "resnet110": "ResNet-110 (CIFAR-10)", "resnet34": "ResNet-34 (ImageNet)",
                   "resnet50": "ResNet-50 (ImageNet)", "gnmt": "GNMT (WMT16 EN-DE)",
-                  "mnist1d_resnet": "1-D ResNet (MNIST-1D)"}
+                  "mnist1d_resnet": "1-D ResNet (MNIST-1D)", "gnmt_small": "GNMT-small (number names EN-FR)"}
 
 
 @contextmanager
@@ -72,6 +72,12 @@ def save_figure(fig, name: str, directory, data: pd.DataFrame | None = None) -> 
 
 def network_title(network: str) -> str:
     return NETWORK_TITLES.get(network, network)
+
+
+def metric_word(network: str) -> str:
+    """What a network's titles call its metric: "accuracy", or the metric's label (e.g. "BLEU")."""
+    metric = metrics.metric_of_network(network)
+    return "accuracy" if metric.name == "accuracy" else metric.label
 
 
 def delta_label(network: str) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import reference as R
-from .plot_style import (ALL, COLORS, CORE, MARKERS, NETWORK_TITLES, check_techniques, delta_label,  # noqa: F401
+from .plot_style import (ALL, COLORS, CORE, MARKERS, NETWORK_TITLES, check_techniques, delta_label, metric_word,  # noqa: F401
                          network_title, paper_style, save_figure)
 from .teaching_plots import (filter_norms, layer_densities, lr_schedules, mask_heatmap, retraining_curves,  # noqa: F401
                              run_curve, technique_deltas)
@@ -97,7 +97,7 @@ def accuracy_vs_time(agg: pd.DataFrame, *, network: str, pruning: str = "unstruc
         for ax in axes[::ncols]:
             ax.set_ylabel(delta_label(network))
         fig.suptitle(f"{network_title(network)} — {pruning.replace('_', ' ')} {schedule.replace('_', '-')}: "
-                     "accuracy vs retraining time", fontsize=9)
+                     f"{metric_word(network)} vs retraining time", fontsize=9)
         _legend(fig, axes)
         fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     data = pd.concat([f.assign(source=s) for f, _, s in sources], ignore_index=True)
@@ -298,6 +298,6 @@ def delta_heatmap(agg: pd.DataFrame, *, network: str, technique: str, index: str
                     xticklabels=[f"{t:g}" for t in wide.columns])
         ax.set_xlabel("retraining epochs t")
         ax.set_ylabel(" · ".join(names))
-        ax.set_title(f"{network_title(network)}: {LABELS[technique]} (Δ test accuracy, median of trials)")
+        ax.set_title(f"{network_title(network)}: {LABELS[technique]} (Δ test {metric_word(network)}, median of trials)")
         fig.tight_layout()
     return fig, wide.reset_index()
