@@ -516,3 +516,20 @@ def test_packing_is_checked():
         P.get_profile("smoke", packing=0)
     with pytest.raises(ValueError, match=r"workers=2.*packing=2.*not both"):
         E.run_grid(P.get_profile("smoke", workers=2, packing=2), "one_shot", progress=False)
+
+
+def test_device_costs_of_the_named_grids_come_from_the_table():
+    """Notebook 10's and the README's GPU-hours: runs and epochs of each named grid, times the table's
+    seconds per epoch, over the runs at once (issue 13 §3)."""
+    from rewindkit import costs
+    table = pd.DataFrame([{"workload": costs.workload(P.get_profile("paper")), "device": "GPU X", "packing": k,
+                           "seconds_per_epoch": s, "hardware": "fp32", "measured_by": "a test"}
+                          for k, s in ((1, 2.0), (4, 4.0))])
+    rows = costs.device_costs("GPU X", table)
+    paper = rows[rows.grid == "paper one-shot grid"]
+    cost = costs.grid_cost(P.get_profile("paper"), "one_shot")
+    assert paper["runs"].tolist() == [cost.runs] * 2 and paper["runs at once"].tolist() == [1, 4]
+    assert paper["device-hours"].tolist() == [round(cost.epochs * 2.0 / 3600, 1), round(cost.epochs * 4.0 / 4 / 3600, 1)]
+    figure = rows[rows.grid == "ResNet-56 one-shot accuracy-vs-time figure"]
+    assert figure["runs"].iloc[0] == 3 + 3 * 4 * 10 * 3  # dense + 3 techniques × 4 densities × 10 t × 3 seeds
+    assert costs.device_costs("no such GPU", table).empty
