@@ -10,12 +10,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export REWINDKIT_PROGRESS ?= 0
 
-.PHONY: venv reproduce test unit benchmark clean
+.PHONY: venv reproduce test unit browser benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[notebooks,test,ray]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[notebooks,test,ray,browser]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# The browser suite alone (also part of `make test`): every notebook in JupyterLab in headless Chromium.
+# It skips, saying why at the end, when there is no Chromium (Debian: apt-get install chromium).
+browser: $(STAMP)
+	$(BIN)/python -m pytest tests/browser -p no:cacheprovider
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run.py
