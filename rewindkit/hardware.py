@@ -62,8 +62,10 @@ class Hardware:
 def prepare_model(model: nn.Module, hardware: Hardware) -> nn.Module:
     """Move to the device, apply the memory format, and (under torchrun) synchronise BatchNorm."""
     model = model.to(hardware.device)
-    if hardware.is_cuda:
-        torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv algorithms once
+    if hardware.is_cuda and not torch.backends.cudnn.deterministic:
+        # static shapes: pick the fastest conv algorithms once (not when the user asked for
+        # deterministic cuDNN: timing-based choices can differ between runs, e.g. packed ones)
+        torch.backends.cudnn.benchmark = True
     if distributed.is_distributed():
         distributed.convert_batchnorm(model)
     if hardware.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
