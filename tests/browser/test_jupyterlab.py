@@ -18,6 +18,7 @@ Screenshots of each first figure and of each explorer before/after each change g
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import papermill
@@ -28,6 +29,22 @@ from rewindkit import notebooks as nb
 
 NOTEBOOKS = nb.list_notebooks()
 RUN_TIMEOUT = 900  # seconds for one notebook's Run All; a hang fails instead of blocking make test
+
+
+@contextlib.contextmanager
+def opened_page(browser, lab, notebook: str, failure_png=None):
+    """A notebook page of the lab; on failure a full-page screenshot (where ``failure_png`` is
+    given); always closed, its kernels shut down."""
+    page = NotebookPage(browser, lab, notebook)
+    try:
+        yield page
+    except BaseException:
+        if failure_png is not None:
+            page.page.screenshot(path=failure_png, full_page=True)
+        raise
+    finally:
+        page.close()
+        lab.shutdown_kernels()
 
 
 def _source(cell) -> str:
@@ -126,8 +143,7 @@ def test_every_kind_of_control_is_worked(lab, browser, artifacts):
     book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CONTROLS, metadata={"tags": ["skip-execution"]})])
     book.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(book, str(folder / "controls.ipynb"))
-    page = NotebookPage(browser, lab, "selftest/controls.ipynb")
-    try:
+    with opened_page(browser, lab, "selftest/controls.ipynb") as page:
         page.open()
         page.run_all()
         assert page.wait_until_run(timeout=RUN_TIMEOUT)[0]["interact"]
@@ -142,9 +158,6 @@ def test_every_kind_of_control_is_worked(lab, browser, artifacts):
             before = after
         assert page.settle(interact)["imgs"]
         interact.screenshot(path=artifacts / "controls_selftest.png")
-    finally:
-        page.close()
-        lab.shutdown_kernels()
 
 
 def test_time_to_first_figure_notebook_01_laptop(lab, browser, artifacts, record):
@@ -153,8 +166,7 @@ def test_time_to_first_figure_notebook_01_laptop(lab, browser, artifacts, record
     default = papermill.inspect_notebook(str(path))["profile"]["default"].strip("\"'")
     assert not (lab.out / "runs" / "laptop").exists(), "the run cache must be empty for this measurement"
     copy = prepare_notebook(path, lab.root / "student", {} if default == "laptop" else {"profile": "laptop"})
-    page = NotebookPage(browser, lab, f"student/{copy.name}")
-    try:
+    with opened_page(browser, lab, f"student/{copy.name}", artifacts / "01_laptop_failure.png") as page:
         record["profile"] = "laptop"
         record["kernel_ready_s"] = page.open()
         page.run_all()
@@ -178,12 +190,6 @@ def test_time_to_first_figure_notebook_01_laptop(lab, browser, artifacts, record
         page.page.wait_for_timeout(500)
         page.page.screenshot(path=artifacts / "01_laptop_what_you_see.png")
         assert (lab.out / "runs" / "laptop").is_dir()
-    except BaseException:
-        page.page.screenshot(path=artifacts / "01_laptop_failure.png", full_page=True)
-        raise
-    finally:
-        page.close()
-        lab.shutdown_kernels()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -191,8 +197,7 @@ def test_notebook_in_jupyterlab(path, lab, browser, artifacts, record):
     folder = artifacts / path.stem
     folder.mkdir()
     copy = prepare_notebook(path, lab.root / "smoke", {"profile": "smoke"})
-    page = NotebookPage(browser, lab, f"smoke/{copy.name}")
-    try:
+    with opened_page(browser, lab, f"smoke/{copy.name}", folder / "failure.png") as page:
         page.open()
         page.run_all()
         started = time.monotonic()
@@ -254,9 +259,3 @@ def test_notebook_in_jupyterlab(path, lab, browser, artifacts, record):
                 record["controls"].append(what + (" → new figure" if after["imgs"] else " → new text"))
                 before = after
         assert not page.console_errors, f"{path.name}: JavaScript errors in the page: {page.console_errors}"
-    except BaseException:
-        page.page.screenshot(path=folder / "failure.png", full_page=True)
-        raise
-    finally:
-        page.close()
-        lab.shutdown_kernels()
