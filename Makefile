@@ -7,20 +7,30 @@ TORCH ?= torch==2.13.0
 PROFILE ?= laptop
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+# Two installs: what the notebooks need (make reproduce), and that plus the test, Ray and browser
+# extras (make test). The full install satisfies both.
+NOTEBOOKS_STAMP := $(VENV)/.installed-notebooks
 STAMP := $(VENV)/.installed
 export REWINDKIT_PROGRESS ?= 0
 
 .PHONY: venv reproduce test unit browser benchmark clean
 
+$(NOTEBOOKS_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) "$(TORCH)"
+	$(PIP) -e ".[notebooks]"
+	touch $(NOTEBOOKS_STAMP)
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[notebooks,test,ray,browser]"
-	touch $(STAMP)
+	$(PIP) "$(TORCH)"
+	$(PIP) -e ".[notebooks,test,ray,browser]"
+	touch $(STAMP) $(NOTEBOOKS_STAMP)
 
 venv: $(STAMP)
 
-reproduce: $(STAMP)
+reproduce: $(NOTEBOOKS_STAMP)
 	$(BIN)/rewindkit notebooks --profile $(PROFILE) --executed-dir executed/$(PROFILE)
 
 test: $(STAMP)

@@ -44,6 +44,9 @@ from rewindkit.masks import MaskEnforcer  # noqa: E402
 from rewindkit.hardware import Hardware, prepare_model  # noqa: E402
 from rewindkit.recipe import Recipe  # noqa: E402
 from rewindkit.training import make_optimizer  # noqa: E402
+from rewindkit.profiles import PROFILES  # noqa: E402
+
+LAPTOP_NET = PROFILES["laptop"].model_options  # the laptop profile's 1-D ResNet (depth, width)
 
 
 def sync(device):
@@ -60,7 +63,7 @@ class StepRunner:
         self.hw = hw
         torch.manual_seed(0)
         if name == "mnist1d_resnet":
-            model = models.create(name, depth=8, width=16)
+            model = models.create(name, **LAPTOP_NET)
             shape = (128, 1, 40)
         else:
             model = models.create(name)
@@ -203,7 +206,7 @@ def bench_batched(device, rows, networks, n_runs=8):
     for net in networks:
         if net == "mnist1d_resnet":
             ds = D.load("mnist1d").to(device)
-            build = lambda: models.create(net, depth=8, width=16)  # noqa: E731
+            build = lambda: models.create(net, **LAPTOP_NET)  # noqa: E731
             steps = 31
         else:
             ds = D.make_synthetic(n_train=1024, n_test=16, shape=(3, 32, 32)).to(device)
@@ -425,7 +428,9 @@ def bench_grid(rows):
     from rewindkit.experiments import run_grid
     from rewindkit.profiles import get_profile
 
-    small = get_profile("laptop", seeds=(1, 2), densities=(0.068719,), retrain_times=(3, 12),
+    laptop = get_profile("laptop")
+    small = get_profile("laptop", seeds=(1, 2), densities=(0.068719,),
+                        retrain_times=(min(laptop.retrain_times), laptop.recipe.epochs),
                         techniques=("fine_tuning", "weight_rewinding", "lr_rewinding"))
     times = {}
     for workers in (1, 2):
@@ -440,22 +445,23 @@ def bench_grid(rows):
                      "ratio_vs_dense": round(times[1] / t, 2), "target": ""})
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run_grid(get_profile("laptop"), "one_shot", out, progress=False)
+        runs = len(run_grid(laptop, "one_shot", out, progress=False).results)
         full = time.perf_counter() - start
     print(f"laptop one-shot grid (full): {full:.0f} s", flush=True)
-    rows.append({"benchmark": "laptop one-shot grid (full, 204 runs)", "variant": "2 workers", "value": full,
+    rows.append({"benchmark": f"laptop one-shot grid (full, {runs} retraining runs)", "variant": "2 workers", "value": full,
                  "unit": "s", "ratio_vs_dense": "", "target": ""})
 
 
 _NUMERICS_EPOCH = """
 import sys, time, torch
 from rewindkit import data, models
+from rewindkit.profiles import PROFILES
 from rewindkit.hardware import Hardware
 from rewindkit.recipe import Recipe
 from rewindkit.training import train_dense
 torch.set_num_threads(1)
 ds = data.load("mnist1d")
-build = lambda: models.create("mnist1d_resnet", depth=8, width=16)
+build = lambda: models.create("mnist1d_resnet", **PROFILES["laptop"].model_options)
 recipe = Recipe(epochs=int(sys.argv[1]), milestones=())
 start = time.perf_counter()
 train_dense(build, ds, recipe, seed=1, hardware=Hardware(channels_last=True), progress=False)
@@ -464,7 +470,7 @@ print((time.perf_counter() - start) / recipe.epochs)
 
 
 def bench_numerics(rows, rounds=5, epochs=3):
-    """Cost of the portable CPU kernels (rewindkit.numerics): laptop-profile epochs (1-D ResNet-8 w16,
+    """Cost of the portable CPU kernels (rewindkit.numerics): laptop-profile epochs (the laptop's 1-D ResNet,
     MNIST-1D, one thread as in the grid's workers) in fresh processes, portable vs PyTorch's own
     kernel choices, interleaved."""
     import subprocess
@@ -483,7 +489,7 @@ def bench_numerics(rows, rounds=5, epochs=3):
     print(f"laptop epoch, 1 thread: portable {p:.3f} s, native {n:.3f} s, ×{p / n:.3f} (per-round ratios "
           f"{', '.join(f'{a / b:.3f}' for a, b in zip(times['portable'], times['native']))})", flush=True)
     for variant, value in (("portable (ATen AVX2, MKL CNR, no oneDNN)", p), ("native (PyTorch's own choice)", n)):
-        rows.append({"benchmark": "laptop epoch (MNIST-1D ResNet-8 w16, 1 thread)", "variant": variant,
+        rows.append({"benchmark": f"laptop epoch (MNIST-1D ResNet-8 w{LAPTOP_NET['width']}, 1 thread)", "variant": variant,
                      "value": value, "unit": "s/epoch", "ratio_vs_dense": round(value / n, 3), "target": ""})
 
 

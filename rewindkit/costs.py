@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import numerics
 from .grids import grid_specs
-from .hardware import Hardware, own_stream, packed_threads
+from .hardware import Hardware, own_stream, run_threads
 from .profiles import Profile
 from .runs import RunStore, canonical_json, setup_from_profile
 
@@ -152,7 +152,7 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
                         batch_size=profile.recipe.batch_size, hardware=hardware, save_at={2, 2 + steps},
                         on_save=stamp, evaluate_every_epoch=False, progress=False, recipe=profile.recipe)
 
-    with packed_threads(hardware, packing), ThreadPoolExecutor(packing) as pool:
+    with run_threads(hardware), ThreadPoolExecutor(packing) as pool:
         for future in [pool.submit(one_run, seed) for seed in range(packing)]:
             future.result()
     wall = max(stamps[seed, 2 + steps] for seed in range(packing)) - min(stamps[seed, 2] for seed in range(packing))

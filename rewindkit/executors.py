@@ -15,7 +15,7 @@ import torch
 from . import distributed
 from .costs import duration, eta_seconds
 from .grids import needed_rewind_steps
-from .hardware import Hardware, own_stream, packed_threads
+from .hardware import RUN_THREADS, Hardware, own_stream, run_threads
 from .runner import execute
 from .runs import RunSpec, RunStore, uses_plugins
 from .training import progress_enabled
@@ -26,10 +26,10 @@ def _print_line(line: str) -> None:
 
 
 def _worker_init(hardware: Hardware) -> None:
-    """Set up a worker process (a local pool process or a Ray task): one CPU thread per run on CPU
-    (several runs share the cores), no progress bars."""
+    """Set up a worker process (a local pool process or a Ray task): :data:`~rewindkit.hardware.RUN_THREADS`
+    CPU threads per run on CPU, as everywhere (:func:`~rewindkit.hardware.run_threads`), no progress bars."""
     if str(hardware.device) == "cpu":
-        torch.set_num_threads(1)
+        torch.set_num_threads(RUN_THREADS)
     os.environ["REWINDKIT_PROGRESS"] = "0"
 
 
@@ -61,8 +61,9 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
               log_epochs: bool = False) -> dict[str, dict]:
     """Execute ``specs`` (deduplicated, dependencies first) and return ``{run id: result}``.
 
-    With ``workers > 1`` independent runs go to that many processes (one CPU thread each on CPU,
-    which on 2 cores gives about 1.5× the throughput of one 2-thread process). With
+    Every run trains with one CPU thread (:func:`~rewindkit.hardware.run_threads`), so its result does
+    not depend on how the grid is executed. With ``workers > 1`` independent runs go to that many
+    processes. With
     ``hardware.packing = K > 1`` K runs train at once in this process, each on its own thread and
     (on CUDA) its own stream: many small runs on one GPU (:func:`execute_packed`). Under torchrun
     every rank executes every run together, data-parallel, so ``workers`` and packing are ignored.
@@ -99,10 +100,11 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
 
     epoch_log = log if log_epochs else None
     if workers <= 1 and packing <= 1:
-        for spec in pending:
-            finished(spec, execute(spec, out, hardware, need.get(spec.id, ()), epoch_log))
+        with run_threads(hardware):
+            for spec in pending:
+                finished(spec, execute(spec, out, hardware, need.get(spec.id, ()), epoch_log))
     elif packing > 1:
-        with packed_threads(hardware, packing), ThreadPoolExecutor(packing, thread_name_prefix="rewindkit-run") as pool:
+        with run_threads(hardware), ThreadPoolExecutor(packing, thread_name_prefix="rewindkit-run") as pool:
             _schedule(pool, packing, pending, results, finished,
                       lambda spec: pool.submit(execute_packed, spec, out, hardware, need.get(spec.id, ()), epoch_log))
     else:

@@ -104,13 +104,21 @@ def autocast(hardware: Hardware):
     return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=not hardware.cuda_graphs)
 
 
+# Intra-op CPU threads of every run, wherever it executes: in this process, in threads packed on one
+# device, in a worker process or a Ray task. The thread count changes float rounding (how reductions
+# are split), so a fixed count makes a run's result independent of the machine's core count and of how
+# the grid was executed; and for the kit's small networks one thread is also the fastest (two threads
+# trained the laptop network ~10× slower per run: benchmarks/RESULTS.md, the throughput table).
+RUN_THREADS = 1
+
+
 @contextlib.contextmanager
-def packed_threads(hardware: Hardware, runs: int):
-    """While ``runs`` > 1 runs share this process's device from threads (``Hardware.packing``):
-    on the CPU one intra-op thread per run, as in the worker processes (restored afterwards)."""
+def run_threads(hardware: Hardware):
+    """Train the runs inside this block with :data:`RUN_THREADS` intra-op threads on the CPU (the
+    caller's count is restored afterwards); CUDA runs are left alone."""
     threads = torch.get_num_threads()
-    if runs > 1 and not hardware.is_cuda:
-        torch.set_num_threads(1)
+    if not hardware.is_cuda:
+        torch.set_num_threads(RUN_THREADS)
     try:
         yield
     finally:

@@ -17,8 +17,8 @@ otherwise, or ``REWINDKIT_PORTABLE_NUMERICS=0``):
   cache sizes), and pinning its ISA instead (``ONEDNN_MAX_CPU_ISA=AVX2``) crashed torch 2.13's
   channels-last convolutions with 4 channels on one thread (double free), so it is not an option.
 
-With a fixed thread count (grid workers use one thread each; notebooks use torch's default, the
-core count) the remaining kernels have no vendor- or ISA-dependent choice that we know of. The
+With a fixed thread count (every run trains with one intra-op thread: ``hardware.RUN_THREADS``)
+the remaining kernels have no vendor- or ISA-dependent choice that we know of. The
 speed cost on the laptop profile is measured by ``benchmarks/run.py --only numerics``; the README
 ("What reproduces exactly") says what was verified. GPUs are unaffected. The switch is process-wide:
 it also applies to other CPU code in a process that imports rewindkit, and the environment variables

@@ -166,7 +166,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
 
     train_steps(model, optimizer, ds, plan.lr_schedule, start, stop, seed=spec.resolved_data_seed,
                 batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at, on_save=on_save, recipe=recipe,
-                on_epoch=on_epoch,
+                on_epoch=on_epoch, evaluate_every_epoch=spec.setup.get("evaluate_every_epoch", True),
                 log=log, progress=False, description=spec.label())
 
     final = snapshot(model, optimizer, stop)

@@ -5,7 +5,8 @@ is a results folder holding ``<root>/runs/<id>/``; :func:`provenance` says where
 A run folder holds:
 
 ``config.json``      the resolved configuration
-``metrics.csv``      one row per epoch: epoch, step, lr, train_loss, val_acc, test_acc
+``metrics.csv``      one row per epoch: epoch, step, lr, train_loss, val_acc, test_acc (validation and
+                     test only in the last row where the profile has ``evaluate_every_epoch=False``)
 ``mask.pt``          name → bool tensor (retraining runs; plus ``__counted__`` where 1-D tensors are prunable)
 ``final.pt``         plain ``state_dict`` of the final weights (pruned entries exactly zero)
 ``final_optimizer.pt`` optimizer state at the end (the next iterative level keeps its momentum)
@@ -44,6 +45,8 @@ def setup_from_profile(profile: Profile) -> dict:
     setup = {"network": profile.network, "model_options": dict(profile.model_options),
              "dataset": profile.dataset, "dataset_options": dict(profile.dataset_options),
              "n_train": profile.n_train, "n_eval": profile.n_eval, "recipe": profile.recipe.to_dict()}
+    if not profile.evaluate_every_epoch:  # metrics.csv then holds the final metrics only (left out at
+        setup["evaluate_every_epoch"] = False  # the default, so the ids of earlier runs stay as they were)
     used = plugins.identity(profile.network, profile.dataset, profile.recipe.lr_schedule)
     if used:
         setup["plugins"] = used

@@ -264,6 +264,7 @@ def test_corrupt_run_file_gets_a_clear_error(tmp_path):
     ({"batch_size": 0}, "batch_size must be a whole number ≥ 1; got 0"),
     ({"n_eval": 0}, "n_eval must be a whole number ≥ 1, or None for the whole split; got 0"),
     ({"lr": -1}, r"lr must be a positive number \(0.1 in the paper\); got -1"),
+    ({"evaluate_every_epoch": "no"}, "evaluate_every_epoch must be True or False; got 'no'"),
 ])
 def test_bad_profile_input(overrides, message, tmp_path):
     with pytest.raises(ValueError, match=message):
@@ -291,11 +292,28 @@ def test_cli_grid_and_errors(tmp_path, capsys):
     assert "got 2.0" in capsys.readouterr().err
 
 
-def test_parallel_workers_give_the_same_table(tmp_path):
-    """Workers use one thread each; results are bit-identical for the same device and thread count."""
+def test_parallel_workers_give_the_same_table(tmp_path, monkeypatch):
+    """Every run trains with one CPU thread wherever it executes (hardware.run_threads): a grid run in
+    this process trains with one thread whatever the caller's count (restored afterwards), and its
+    table is bit-identical to one run by worker processes."""
+    from rewindkit import executors
     profile = P.get_profile("smoke", **CRASH_PROFILE)
-    with one_thread():
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return runner.execute(*args, **kwargs)
+
+    monkeypatch.setattr(executors, "execute", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
         serial = E.run_grid(profile, "iterative", tmp_path / "serial", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) == len(serial.results) + len(serial.base) and set(seen) == {1}
+    monkeypatch.undo()
     parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, workers=2)
     pd.testing.assert_frame_equal(serial.results, parallel.results)
 
@@ -387,6 +405,31 @@ def test_a_full_disk_gets_a_clear_error_and_a_rerun_completes_the_same_table(tmp
     assert list(got.run_id) == list(want.run_id)
 
 
+def test_evaluating_only_at_the_end_trains_the_same_weights_and_reports_the_same_metrics(tmp_path):
+    """``evaluate_every_epoch=False`` (the translation profile's setting) leaves validation and test
+    out of every epoch's metrics row but the last; evaluation never touches training, so the final
+    weights are bitwise those of a run evaluated every epoch, with the same final metrics. The
+    setting is part of the run id (the metrics files differ), and absent from it at its default."""
+    every = P.get_profile("smoke", densities=(0.5,), retrain_times=(4,), techniques=("lr_rewinding",))
+    final = P.get_profile(every, evaluate_every_epoch=False)
+    assert "evaluate_every_epoch" not in E.setup_from_profile(every)
+    a = E.run_grid(every, "one_shot", tmp_path / "every", progress=False)
+    b = E.run_grid(final, "one_shot", tmp_path / "final", progress=False)
+    assert set(a.results.run_id).isdisjoint(b.results.run_id)
+    cols = ["technique", "density", "retrain_time", "test_acc", "val_acc"]
+    pd.testing.assert_frame_equal(a.results[cols], b.results[cols])
+    for x, y in ((a.base, b.base), (a.results, b.results)):
+        m_every = E.metrics(tmp_path / "every", x.run_id.iloc[0])
+        m_final = E.metrics(tmp_path / "final", y.run_id.iloc[0])
+        assert len(m_every) == len(m_final) > 1 and m_every.val_acc.notna().all()
+        assert m_final.val_acc.iloc[:-1].isna().all() and m_final.test_acc.iloc[:-1].isna().all()
+        pd.testing.assert_frame_equal(m_every.iloc[[-1]], m_final.iloc[[-1]])
+        pd.testing.assert_series_equal(m_every.train_loss, m_final.train_loss)
+        w_every = torch.load(tmp_path / "every" / "runs" / x.run_id.iloc[0] / "final.pt")
+        w_final = torch.load(tmp_path / "final" / "runs" / y.run_id.iloc[0] / "final.pt")
+        assert all(torch.equal(w_every[k], w_final[k]) for k in w_every)
+
+
 def test_laptop_run_ids_are_pinned():
     """Run ids name the cached runs (and the committed figures' tables): a refactor must not move
     them. These are the ids of run format 2; a deliberate change of what a run computes bumps
@@ -396,11 +439,11 @@ def test_laptop_run_ids_are_pinned():
     structured = E.grid_specs(laptop, "structured")
     got = {s.label(): s.id for s in (one_shot[0], one_shot[1], one_shot[-1], iterative[-1], structured[-1])}
     assert got == {
-        "dense seed=1": "254017f56b7c1641",
-        "one_shot density=0.4096 fine_tuning t=3 seed=1": "873b6c9dba89eaff",
-        "one_shot density=0.02815 reinitialization t=3 seed=3": "12284e67e4c5c9d5",
-        "iterative density=0.1678 lr_rewinding t=12 seed=3": "f5546b2992ae43b0",
-        "one_shot generic_b L5 reinitialization t=3 seed=3": "86648b4665968378",
+        "dense seed=1": "0df9cce0b47b915e",
+        "one_shot density=0.4096 fine_tuning t=2 seed=1": "96b46fd1b6f0f796",
+        "one_shot density=0.02815 reinitialization t=2 seed=3": "4d6305feb44bfa31",
+        "iterative density=0.1678 lr_rewinding t=8 seed=3": "66a5990bffffa8a2",
+        "one_shot generic_b L5 reinitialization t=2 seed=3": "288c6237dded4830",
     }
     committed = pd.read_csv(Path(__file__).resolve().parents[1] / "figures" / "laptop" / "03_results.csv")
     assert set(committed.run_id) == {s.id for s in one_shot if not s.is_dense}
