@@ -2,7 +2,9 @@
 
 * ``smoke`` — seconds; tiny MNIST-1D subset and network; every code path, for tests and CI.
 * ``laptop`` — the default: offline, CPU, MNIST-1D with the 1-D ResNet, sized so the whole
-  reproduction runs in minutes on 2 cores while the paper's phenomena stay visible.
+  reproduction (``make reproduce``, installation included) stays within 15 minutes on 2 cores while
+  the paper's phenomena stay visible; accuracy evaluated at the end of each run (notebook 01's own
+  runs, whose curves it draws, every epoch).
 * ``paper`` — the paper's CIFAR-10 recipe (ResNet-56, T=182, its t grid, densities 0.8^k, 3 trials),
   for a GPU with the data present.
 * ``cifar_short`` — a shortened CIFAR-10 schedule (ResNet-20, T=30) for a single consumer GPU.
@@ -168,9 +170,10 @@ PROFILES: dict[str, Profile] = {
         dataset="mnist1d", recipe=Recipe(epochs=8, batch_size=128, lr=0.2, milestones=(5, 7)),
         densities=tuple(round(0.8**k, 6) for k in (4, 8, 12, 16)), retrain_times=(2, 4, 6, 8),
         iterative_levels=8, iterative_retrain_times={"fine_tuning": 8, "weight_rewinding": 6, "lr_rewinding": 8},
-        structured_configs=("generic_a", "generic_b"), structured_levels=(1, 3, 5), structured_retrain_times=(2, 8),
+        structured_configs=("generic_a", "generic_b"), structured_levels=(1, 5), structured_retrain_times=(2, 8),
         structured_techniques=("fine_tuning", "weight_rewinding", "lr_rewinding", "reinitialization"),
-        seeds=(1, 2, 3), hardware=Hardware(device="cpu", channels_last=True), workers=2, reinit_every_t=False),
+        seeds=(1, 2, 3), hardware=Hardware(device="cpu", channels_last=True), workers=2, reinit_every_t=False,
+        evaluate_every_epoch=False),
     "paper": Profile(
         name="paper", network="resnet56", dataset="cifar10", iterative_retrain_grid=PAPER_RETRAIN_TIMES,
         hardware=Hardware(device="auto", channels_last=True, cuda_graphs=True)),
