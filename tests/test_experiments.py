@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -375,7 +376,7 @@ def test_a_diverging_run_stops_with_a_clear_error_and_is_not_finished(tmp_path, 
     err = capsys.readouterr().err
     assert rc == 2
     assert "dense seed=1: the training loss is" in err and "the run diverged" in err and "LR" in err
-    assert "epoch 1" in err
+    assert re.search(r"in epoch \d+ \(iterations up to \d+\)", err)  # which epoch, whatever the kernels
     assert not list(tmp_path.rglob("result.json"))  # nothing that looks finished
 
 
