@@ -504,6 +504,7 @@ def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
     from rewindkit import costs
     from rewindkit.profiles import get_profile
     table = costs.load_throughput()
+    measured = {}  # (profile, K) → aggregate epochs per device-hour
     for name in profile_names:
         profile = get_profile(name)
         single, stand_in = None, None
@@ -521,6 +522,7 @@ def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
             table = pd.concat([table[~same], pd.DataFrame([row])], ignore_index=True)
             per_hour = 3600 / found.seconds_per_epoch * packing  # aggregate epochs per device-hour
             single = single or per_hour
+            measured[name, packing] = per_hour
             print(f"throughput {name} K={packing}: {row['seconds_per_epoch']} s/epoch per run, "
                   f"{per_hour:,.0f} epochs per device-hour = {per_hour / single:.2f}× K=1 on {key['device']}", flush=True)
             rows.append({"benchmark": f"epochs per device-hour ({name})", "variant": f"packing {packing}",
@@ -528,6 +530,213 @@ def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
                          "target": "≥ 4× K=1 (ResNet-20/56 on one H100)" if packing > 1 else ""})
     from rewindkit.storage import atomic_write_text
     atomic_write_text(table.sort_values(["workload", "device", "packing"]).to_csv(index=False), costs.THROUGHPUT_TABLE)
+    return measured
+
+
+def stand_in_data(profile):
+    """CIFAR-shaped images for a CIFAR-10 profile (timing needs the shapes, not CIFAR-10's pixels,
+    which cannot be downloaded here); None for the profiles whose data the kit makes itself."""
+    return cifar_shaped("cpu", 50_000) if profile.dataset == "cifar10" else None
+
+
+def vmap_seconds_per_epoch(profile, packing, data=None, steps=24, fixed=4):
+    """Seconds per epoch of each of ``packing`` runs trained as one vmapped batch
+    (:func:`rewindkit.batched.train_batched`: eager, one batched kernel per layer for all runs).
+    Timed by difference — ``fixed + steps`` steps minus ``fixed`` steps — so the batch's set-up
+    (stacking states, building templates, copying results back) cancels out."""
+    from rewindkit.batched import RunSlot, train_batched
+    from rewindkit.runner import load_dataset, model_builder
+    from rewindkit.runs import setup_from_profile
+    from rewindkit.techniques import dense_plan, start_state
+    from rewindkit.training import snapshot
+
+    setup, device = setup_from_profile(profile), profile.hardware.device
+    ds = load_dataset(setup, device) if data is None else data.to(device)
+    schedule = profile.recipe.schedule(ds.n_train)
+    plan = dense_plan(schedule)
+    build = model_builder(setup, ds)
+    starts = [snapshot(*start_state(build, profile.recipe, plan, seed=seed), 0) for seed in range(packing)]
+
+    def seconds(n):
+        slots = [RunSlot(state, n, seed=seed, lr_schedule=plan.lr_schedule) for seed, state in enumerate(starts)]
+        sync(device)
+        start = time.perf_counter()
+        train_batched(build, ds, profile.recipe, slots, Hardware(device=device))
+        sync(device)
+        return time.perf_counter() - start
+
+    seconds(2)  # warm-up: cuDNN's algorithm choices for these batched shapes
+    return (seconds(fixed + steps) - seconds(fixed)) / steps * schedule.steps_per_epoch
+
+
+def _probe_one_process(name, steps, barrier, results):
+    """A worker process of :func:`processes_seconds_per_epoch`: one run, timed with the others."""
+    from rewindkit import costs
+    from rewindkit.profiles import get_profile
+    profile = get_profile(name)
+    results.put(costs.probe(profile, steps=steps, data=stand_in_data(profile), start_barrier=barrier).seconds_per_epoch)
+
+
+def processes_seconds_per_epoch(name, packing, steps=200):
+    """Seconds per epoch of each of ``packing`` runs in as many processes sharing the device (each
+    its own CUDA context; without MPS the GPU time-slices between them), all timed over the same
+    window (a barrier starts their timed steps together). The slowest process's time is returned:
+    every run of a grid waits for the slowest to free its slot."""
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(packing), ctx.Queue()
+    procs = [ctx.Process(target=_probe_one_process, args=(name, steps, barrier, results)) for _ in range(packing)]
+    for p in procs:
+        p.start()
+    found = []
+    try:
+        while len(found) < packing:
+            try:
+                found.append(results.get(timeout=5))
+            except queue.Empty:
+                failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"a probe process failed (exit code {failed[0]})") from None
+    finally:
+        for p in procs:
+            if p.is_alive() and len(found) < packing:
+                p.terminate()
+            p.join()
+    return max(found)
+
+
+def bench_mechanisms(profile_names, rows, packings, streams=None, steps=200, process_steps=100, max_processes=8):
+    """K runs on one device three ways, at the same K (issue 25: settle the default): K threads each
+    replaying its CUDA graph on its own stream (``Hardware.packing``; from ``streams``, the numbers
+    :func:`bench_throughput` measured in this invocation), the K runs as one vmapped batch
+    (:mod:`rewindkit.batched`, eager), and K processes (up to ``max_processes``, timed over
+    ``process_steps`` steps: each start costs seconds of a scarce GPU lease). Aggregate epochs per
+    device-hour against one run."""
+    from rewindkit import costs
+    from rewindkit.profiles import get_profile
+    streams = dict(streams or {})
+    for name in profile_names:
+        profile = get_profile(name)
+        stand_in = stand_in_data(profile)
+        if (name, 1) not in streams:
+            streams[name, 1] = 3600 / costs.probe(profile, steps=steps, data=stand_in).seconds_per_epoch
+        single = streams[name, 1]
+        for packing in packings:
+            found = {"streams (CUDA graph per run)": streams.get((name, packing))}
+            try:
+                found["vmap-batched (eager)"] = 3600 / vmap_seconds_per_epoch(profile, packing, stand_in) * packing
+            except Exception as err:  # e.g. out of memory at large K: say so, measure the rest
+                print(f"mechanisms {name} K={packing}: vmap-batched failed: {err!r}", flush=True)
+            if 1 < packing <= max_processes and profile.hardware.is_cuda:
+                found["processes"] = 3600 / processes_seconds_per_epoch(name, packing, process_steps) * packing
+            for mechanism, per_hour in found.items():
+                if per_hour is None:
+                    continue
+                print(f"mechanisms {name:12s} K={packing:2d} {mechanism:30s} {per_hour:12,.0f} epochs per device-hour"
+                      f" = {per_hour / single:5.2f}× one run", flush=True)
+                rows.append({"benchmark": f"epochs per device-hour ({name}, {costs.device_name(profile.hardware)})",
+                             "variant": f"{mechanism}, K={packing}", "value": round(per_hour, 1), "unit": "epochs/h",
+                             "ratio_vs_dense": round(per_hour / single, 3),
+                             "target": "≥ 4× one run" if packing > 1 else ""})
+
+
+def _kernel_times(profile, ds, graphs, steps):
+    """Device microseconds and launches per kernel name in one step of one run, averaged over
+    ``steps`` steps (torch.profiler). ``ds`` holds one epoch's worth of warm-up steps (allocations,
+    cuDNN's choices, the graph's capture): the profiler starts at the first epoch boundary, so
+    neither warm-up nor capture is counted, and stops at the end of the run (evaluation not run)."""
+    from dataclasses import replace
+
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from rewindkit.runner import model_builder
+    from rewindkit.runs import setup_from_profile
+    from rewindkit.techniques import dense_plan, start_state
+    from rewindkit.training import steps_per_epoch, train_steps
+    hw = replace(profile.hardware, cuda_graphs=graphs, packing=1)
+    warm = steps_per_epoch(ds.n_train, profile.recipe.batch_size)
+    plan = dense_plan(profile.recipe.schedule(ds.n_train))
+    model, optimizer = start_state(model_builder(setup_from_profile(profile), ds), profile.recipe, plan, seed=0,
+                                   hardware=hw)
+    prof = torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+
+    def on_epoch(record, *_):
+        sync(hw.device)
+        if record.step == warm:
+            prof.start()
+        elif record.step == warm + steps:
+            prof.stop()
+
+    train_steps(model, optimizer, ds, plan.lr_schedule, 0, warm + steps, seed=0, batch_size=profile.recipe.batch_size,
+                hardware=hw, evaluate_every_epoch=False, progress=False, recipe=profile.recipe, on_epoch=on_epoch)
+    out = {}
+    for e in prof.key_averages():
+        if e.device_type == DeviceType.CUDA:
+            us = getattr(e, "self_device_time_total", None)
+            out[e.key] = ((e.self_cuda_time_total if us is None else us) / steps, e.count / steps)
+    return out
+
+
+KERNEL_KINDS = (  # a kernel's name → what it computes (first match)
+    ("convolution / matrix product", ("conv", "gemm", "xmma", "cutlass", "sm90", "sm80", "implicit", "wgrad", "dgrad",
+                                      "fprop", "winograd", "fft")),
+    ("batch norm", ("batch_norm", "batchnorm", "bn_", "welford")),
+    ("optimizer and masks (foreach)", ("foreach", "multi_tensor", "multitensor")),
+    ("data step (gather, crop, flip, standardise)", ("index", "gather", "scatter", "flip", "roll", "where")),
+    ("loss and reductions", ("softmax", "nll", "reduce", "sum_", "mean")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other element-wise")
+
+
+def bench_profile(profile_names, rows, steps=40):
+    """Where one run's step time goes on the device: wall seconds per step with the whole step (data
+    step included) as one CUDA graph, as the throughput probe times it, against the device time of
+    its kernels per step (torch.profiler), by kind of kernel; the gap is the time between kernels
+    (launches, scheduling, host work the device waits for). The same for the eager step."""
+    from dataclasses import replace
+
+    from rewindkit import costs
+    from rewindkit.profiles import get_profile
+    for name in profile_names:
+        profile = get_profile(name)
+        ds = stand_in_data(profile)
+        if ds is None:
+            from rewindkit.runner import load_dataset
+            from rewindkit.runs import setup_from_profile
+            ds = load_dataset(setup_from_profile(profile), "cpu")
+        spe = profile.recipe.schedule(ds.n_train).steps_per_epoch
+        one_epoch_of_warmup = ds.subset(n_train=20 * profile.recipe.batch_size).to(profile.hardware.device)
+        for graphs in (True, False):
+            hw = replace(profile.hardware, cuda_graphs=graphs, packing=1)
+            wall = costs.probe(replace(profile, hardware=hw), steps=steps, data=ds).seconds_per_epoch / spe
+            per_step = _kernel_times(profile, one_epoch_of_warmup, graphs, steps)
+            busy = sum(us for us, _ in per_step.values()) / 1e6
+            launches = sum(n for _, n in per_step.values())
+            label = "CUDA graph per step" if graphs else "eager"
+            print(f"\nprofile {name} ({costs.workload(profile)}), {label}: {wall * 1e3:.2f} ms per step wall, "
+                  f"{busy * 1e3:.2f} ms of kernels ({busy / wall:.0%} busy), {launches:.0f} kernels per step", flush=True)
+            kinds = {}
+            for k, (us, n) in per_step.items():
+                kind = kinds.setdefault(kernel_kind(k), [0.0, 0.0])
+                kind[0] += us
+                kind[1] += n
+            for kind, (us, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
+                print(f"  {kind:45s} {us / 1e3:7.3f} ms  {n:6.0f} kernels  {us / 1e6 / wall:6.1%} of the step", flush=True)
+                rows.append({"benchmark": f"step profile {name} ({label})", "variant": kind, "value": round(us / 1e3, 4),
+                             "unit": "ms/step", "ratio_vs_dense": round(us / 1e6 / wall, 4), "target": ""})
+            print(f"  {'between kernels (launches, scheduling, host)':45s} {(wall - busy) * 1e3:7.3f} ms  "
+                  f"{'':14s}{(wall - busy) / wall:6.1%} of the step", flush=True)
+            rows.append({"benchmark": f"step profile {name} ({label})", "variant": "wall", "value": round(wall * 1e3, 4),
+                         "unit": "ms/step", "ratio_vs_dense": 1.0, "target": ""})
+            for k, (us, n) in sorted(per_step.items(), key=lambda kv: -kv[1][0])[:8]:
+                print(f"    {us / 1e3:7.3f} ms {n:5.1f}×  {k[:110]}", flush=True)
 
 
 def main(argv=None):
@@ -540,9 +749,9 @@ def main(argv=None):
     parser.add_argument("--epoch", action="store_true",
                         help="also time whole epochs through the training loop (default on CUDA)")
     parser.add_argument("--variants", nargs="*", help="epoch benchmark: only these hardware variants "
-                        "(eager-fp32, eager-bf16, graphs, compiled-graphs)")
+                        "(eager-fp32, eager-bf16, graphs-fp32, graphs, compiled-graphs)")
     parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "mask-epochs", "imagenet", "grid",
-                                                   "numerics", "throughput"],
+                                                   "numerics", "throughput", "mechanisms", "profile"],
                         help="run only these parts")
     parser.add_argument("--profiles", nargs="*", default=["laptop"],
                         help="throughput: the profiles whose seconds per epoch go into rewindkit/throughput.csv")
@@ -575,6 +784,8 @@ def main(argv=None):
         d = args.device
         every = {"eager-fp32": ("eager fp32", Hardware(device=d)),
                  "eager-bf16": ("eager bf16 channels_last", Hardware(device=d, bf16=True, channels_last=True)),
+                 "graphs-fp32": ("CUDA graph per step fp32 channels_last (the paper profile's)",
+                                 Hardware(device=d, channels_last=True, cuda_graphs=True)),
                  "graphs": ("CUDA graph per step bf16 channels_last",
                             Hardware(device=d, bf16=True, channels_last=True, cuda_graphs=True)),
                  "compiled-graphs": ("compiled + CUDA graph per step bf16 channels_last",
@@ -604,8 +815,15 @@ def main(argv=None):
     if "grid" in parts:
         bench_grid(rows)
         write()
+    streams = None
     if "throughput" in parts:
-        bench_throughput(args.profiles, rows, packings=args.packing)
+        streams = bench_throughput(args.profiles, rows, packings=args.packing)
+        write()
+    if "mechanisms" in parts:
+        bench_mechanisms(args.profiles, rows, args.packing, streams)
+        write()
+    if "profile" in parts:
+        bench_profile(args.profiles, rows)
         write()
     if "numerics" in parts:
         bench_numerics(rows)

@@ -118,11 +118,16 @@ def table_throughput(profile: Profile, table: pd.DataFrame | None = None) -> Thr
                       f"throughput table ({row['hardware']}; {row['measured_by']})")
 
 
-def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=None) -> Throughput:
+def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=None,
+          start_barrier=None) -> Throughput:
     """Time ``steps`` training steps of the profile's network on its data and device (after two
     warm-up steps, evaluation not counted) and extrapolate to one epoch. With ``packing`` K > 1, K
     runs train at once from K threads, each on its own CUDA stream (as :func:`executors.execute_packed`
-    runs them): the result is the seconds per epoch of each run while K share the device."""
+    runs them): the result is the seconds per epoch of each run while K share the device.
+
+    ``start_barrier`` (e.g. a ``multiprocessing.Barrier`` shared with probes in other processes)
+    replaces the barrier at which this probe's runs start their timed steps together, so that runs
+    in several processes are timed while they share the device."""
     import threading
 
     import torch
@@ -135,7 +140,7 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
     ds = load_dataset(setup, hardware.device) if data is None else data.to(hardware.device)  # data: a stand-in of the same shapes
     schedule = profile.recipe.schedule(ds.n_train)
     plan = dense_plan(schedule)
-    ready, stamps = threading.Barrier(packing), {}
+    ready, stamps = start_barrier or threading.Barrier(packing), {}
 
     def one_run(seed: int) -> None:
         model, optimizer = start_state(model_builder(setup, ds), profile.recipe, plan, seed=seed, hardware=hardware)
