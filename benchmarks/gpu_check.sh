@@ -32,8 +32,8 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run, log to $OUT/NAME.log, say h
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
   python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuDNN', torch.backends.cudnn.version())";
   nproc; git rev-parse HEAD 2>/dev/null; } >"$OUT/tests.log" 2>&1
-part tests 150 python3 -m pytest tests/test_cuda.py -n 4 -q -p no:cacheprovider --timeout 140 -rA
-part throughput 200 python3 benchmarks/run.py --device cuda --only throughput mechanisms \
+part tests 130 python3 -m pytest tests/test_cuda.py -n 4 -q -p no:cacheprovider --timeout 120 -rA
+part throughput 230 python3 benchmarks/run.py --device cuda --only throughput mechanisms \
   --profiles cifar_short paper --packing $PACKING --csv "$OUT/packing.csv"
 cp rewindkit/throughput.csv "$OUT/throughput.csv"
 part epoch 100 python3 benchmarks/run.py --device cuda --only epoch profile --networks resnet20 resnet56 \
