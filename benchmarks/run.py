@@ -516,7 +516,7 @@ def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
             hw = profile.hardware
             row = {**key, "seconds_per_epoch": round(found.seconds_per_epoch, 4),
                    "hardware": " ".join(k for k in ("bf16", "channels_last", "cuda_graphs", "compile") if getattr(hw, k))
-                   or "fp32", "measured_by": f"benchmarks/run.py --only throughput --profiles {name} --packing {packing} "
+                   or "fp32", "measured_by": f"benchmarks/run.py{' --device cuda' if hw.is_cuda else ''} --only throughput --profiles {name} --packing {packing} "
                    f"({time.strftime('%Y-%m-%d')}, {steps} steps)"}
             same = (table["workload"] == key["workload"]) & (table["device"] == key["device"]) & (table["packing"] == packing)
             table = pd.concat([table[~same], pd.DataFrame([row])], ignore_index=True)
@@ -624,7 +624,7 @@ def bench_mechanisms(profile_names, rows, packings, streams=None, steps=200, pro
             streams[name, 1] = 3600 / costs.probe(profile, steps=steps, data=stand_in).seconds_per_epoch
         single = streams[name, 1]
         for packing in packings:
-            found = {"streams (CUDA graph per run)": streams.get((name, packing))}
+            found = {"streams (a thread and CUDA stream per run)": streams.get((name, packing))}
             try:
                 found["vmap-batched (eager)"] = 3600 / vmap_seconds_per_epoch(profile, packing, stand_in) * packing
             except Exception as err:  # e.g. out of memory at large K: say so, measure the rest
@@ -681,6 +681,7 @@ def _kernel_times(profile, ds, graphs, steps):
 
 
 KERNEL_KINDS = (  # a kernel's name → what it computes (first match)
+    ("cuDNN tensor conversions", ("converttensor", "nchwtonhwc", "nhwctonchw", "transpose")),
     ("convolution / matrix product", ("conv", "gemm", "xmma", "cutlass", "sm90", "sm80", "implicit", "wgrad", "dgrad",
                                       "fprop", "winograd", "fft")),
     ("batch norm", ("batch_norm", "batchnorm", "bn_", "welford")),
@@ -749,7 +750,7 @@ def main(argv=None):
     parser.add_argument("--epoch", action="store_true",
                         help="also time whole epochs through the training loop (default on CUDA)")
     parser.add_argument("--variants", nargs="*", help="epoch benchmark: only these hardware variants "
-                        "(eager-fp32, eager-bf16, graphs-fp32, graphs, compiled-graphs)")
+                        "(eager-fp32, eager-bf16, graphs-fp32, graphs-fp32-nchw, graphs, compiled-graphs)")
     parser.add_argument("--only", nargs="*", choices=["masking", "augmentation", "batched", "epoch", "mask-epochs", "imagenet", "grid",
                                                    "numerics", "throughput", "mechanisms", "profile"],
                         help="run only these parts")
@@ -786,6 +787,7 @@ def main(argv=None):
                  "eager-bf16": ("eager bf16 channels_last", Hardware(device=d, bf16=True, channels_last=True)),
                  "graphs-fp32": ("CUDA graph per step fp32 channels_last (the paper profile's)",
                                  Hardware(device=d, channels_last=True, cuda_graphs=True)),
+                 "graphs-fp32-nchw": ("CUDA graph per step fp32 NCHW", Hardware(device=d, cuda_graphs=True)),
                  "graphs": ("CUDA graph per step bf16 channels_last",
                             Hardware(device=d, bf16=True, channels_last=True, cuda_graphs=True)),
                  "compiled-graphs": ("compiled + CUDA graph per step bf16 channels_last",

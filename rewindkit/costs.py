@@ -217,9 +217,26 @@ def device_costs(device: str, table: pd.DataFrame | None = None, grids=NAMED_GRI
             hours = cost.epochs * float(row["seconds_per_epoch"]) / int(row["packing"]) / 3600
             rows.append({"grid": what, "profile": name, "runs": cost.runs, "training epochs": cost.epochs,
                          "runs at once": int(row["packing"]), "s per epoch per run": float(row["seconds_per_epoch"]),
-                         "device-hours": round(hours, 1)})
+                         "device-hours": round(hours, 1), "measured with": row["hardware"]})
     return pd.DataFrame(rows, columns=["grid", "profile", "runs", "training epochs", "runs at once",
-                                       "s per epoch per run", "device-hours"])
+                                       "s per epoch per run", "device-hours", "measured with"])
+
+
+def measured_gpus(table: pd.DataFrame | None = None) -> list[str]:
+    """The GPUs the throughput table has rows for (every device not named ``cpu: …``)."""
+    table = load_throughput() if table is None else table
+    return sorted(d for d in table["device"].unique() if not str(d).startswith("cpu:"))
+
+
+def gpu_costs(table: pd.DataFrame | None = None, grids=NAMED_GRIDS) -> pd.DataFrame:
+    """:func:`device_costs` on every GPU of the throughput table, a ``device`` column first (what
+    notebook 10 and the README show; no GPU's name written into either)."""
+    table = load_throughput() if table is None else table
+    frames = [device_costs(gpu, table, grids).assign(device=gpu) for gpu in measured_gpus(table)]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    return out[["device"] + [c for c in out.columns if c != "device"]]
 
 
 def duration(seconds: float) -> str:

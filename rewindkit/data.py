@@ -164,12 +164,19 @@ class BatchStream:
         self.epoch = epoch
 
     def gather(self, i) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch ``i`` of the loaded epoch (``i``: an int or a 0-d long tensor on the data's device)."""
-        i = torch.as_tensor(i, device=self.data.device).view(1)
-        idx = self.indices.index_select(0, i)[0]
+        """Batch ``i`` of the loaded epoch (``i``: an int, or a 0-d long tensor on the data's device
+        as a CUDA graph reads it). An int indexes directly: turning it into a device tensor would
+        copy it from the host and wait for the device at every step (found on an H200)."""
+        if isinstance(i, torch.Tensor):
+            i = i.view(1)
+            idx = self.indices.index_select(0, i)[0]
+            crops = None if self.crops is None else self.crops.index_select(0, i)[0]
+        else:
+            idx = self.indices[i]
+            crops = None if self.crops is None else self.crops[i]
         x, y = self.data.train_x.index_select(0, idx), self.data.train_y.index_select(0, idx)
-        if self.crops is not None:
-            x = crop_flip(x, *self.crops.index_select(0, i)[0])
+        if crops is not None:
+            x = crop_flip(x, *crops)
         return self.data.prepare(x), y
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

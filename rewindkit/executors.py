@@ -145,8 +145,8 @@ def _ray_task(spec: RunSpec, out, hardware: Hardware, rewind_steps, *dependencie
 
 def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *, address: str | None = None,
                   workers: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
-    """Execute ``specs`` as Ray tasks: one GPU each where there are GPUs (1/K of one with
-    ``hardware.packing = K``), one CPU slot otherwise.
+    """Execute ``specs`` as Ray tasks: one GPU each where there are GPUs (``hardware.packing`` is
+    not used: it packs runs as threads of one process), one CPU slot otherwise.
 
     A retraining run waits for its dense run and level k for level k−1 (their results are passed
     as task arguments). Without ``address`` a local Ray instance with ``workers`` CPU slots is
@@ -171,7 +171,10 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
             options["num_cpus"] = workers or os.cpu_count()
         ray.init(**{k: v for k, v in options.items() if v is not None or k == "address"})
     try:
-        gpus = 1 / hardware.packing if hardware.is_cuda else 0  # packing K: K runs share each GPU
+        # one GPU per task, whatever the packing: K processes on one GPU time-slice it, which gave
+        # 0.91–0.94× one process's epochs per GPU-hour on an H200 (benchmarks/RESULTS.md); packing
+        # pays only inside one process (threads and streams, the local executor)
+        gpus = 1 if hardware.is_cuda else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(_ray_task)
         refs = {}
         for spec in pending:  # grid specs list dependencies first

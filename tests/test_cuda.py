@@ -107,28 +107,34 @@ def test_cuda_resumed_run_equals_uninterrupted(ds, exact_fp32):
 
 
 def test_no_host_sync_inside_an_epoch(ds):
-    """Syncs come from the once-per-epoch loss read and the final evaluation, never per step."""
+    """Syncs come from set-up (the mask's factors copied to the device), the once-per-epoch loss
+    read and epoch draw, and the final evaluation — never per step. Counted for runs of 1 and of 3
+    epochs: the difference is what two more epochs cost, at most 2 syncs each, where one sync per
+    step would add 16 (on an H200 the eager data step turned each step's position into a device
+    tensor: one sync a step)."""
     model = build().cuda()
     optimizer = make_optimizer(model, RECIPE, CUDA)
     sched = RECIPE.schedule(ds.n_train)
     mask = pruning.global_magnitude(model, 0.3)
     train_steps(model, optimizer, ds, sched, 0, 2, seed=0, batch_size=RECIPE.batch_size, mask=mask, hardware=CUDA,
                 progress=False)  # warm-up: allocations, cuDNN choices
-    epochs = 3
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            train_steps(model, optimizer, ds, sched, 0, epochs * sched.steps_per_epoch, seed=0,
-                        batch_size=RECIPE.batch_size, mask=mask, hardware=CUDA, progress=False,
-                        evaluate_every_epoch=False)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    syncs = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message).lower()]
-    steps = epochs * sched.steps_per_epoch
-    assert steps == 24
-    assert len(syncs) < steps, syncs
+
+    def syncs(epochs):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                train_steps(model, optimizer, ds, sched, 0, epochs * sched.steps_per_epoch, seed=0,
+                            batch_size=RECIPE.batch_size, mask=mask, hardware=CUDA, progress=False,
+                            evaluate_every_epoch=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message).lower()]
+
+    one, three = syncs(1), syncs(3)
+    assert sched.steps_per_epoch == 8
+    assert len(three) - len(one) <= 2 * 2, (one, three)
 
 
 @pytest.mark.parametrize("bf16", [False, True])

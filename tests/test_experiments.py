@@ -577,3 +577,7 @@ def test_device_costs_of_the_named_grids_come_from_the_table():
     figure = rows[rows.grid == "ResNet-56 one-shot accuracy-vs-time figure"]
     assert figure["runs"].iloc[0] == 3 + 3 * 4 * 10 * 3  # dense + 3 techniques × 4 densities × 10 t × 3 seeds
     assert costs.device_costs("no such GPU", table).empty
+    cpu = table.assign(device="cpu: a CPU")
+    both = costs.gpu_costs(pd.concat([table, cpu]))  # every GPU of the table, no CPU
+    assert costs.measured_gpus(pd.concat([table, cpu])) == ["GPU X"]
+    assert both["device"].unique().tolist() == ["GPU X"] and len(both) == len(rows)
