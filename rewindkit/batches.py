@@ -85,3 +85,67 @@ def split_validation(n: int, val_fraction: float) -> tuple[list[int], list[int]]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
     n_val = int(round(val_fraction * n))
     return order[:n_val], order[n_val:]
+
+
+class DataProtocolError(ValueError):
+    """A dataset (or a network on its batches) that does not follow the training-data protocol."""
+
+
+def _shape(x) -> str:
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_shape(t) for t in x) + ")"
+    return f"{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}" if torch.is_tensor(x) else type(x).__name__
+
+
+def check_training_data(data, batch_size: int, dataset: str, model=None, network: str = "the network",
+                        count_epoch: bool = True) -> None:
+    """The protocol check at the first batch, naming the dataset (and network): a batch is ``(x, y)``
+    or ``((x1, x2, …), y)`` of tensors with one example per row; ``y`` holds integer labels, in
+    ``0 … num_classes − 1`` where they are class labels; an epoch has ``n_train // batch_size`` batches
+    (counted with ``count_epoch``: the kit's own data, ImageNet's stream among them, is not counted);
+    and, with ``model``, the network takes ``x`` and gives one output row per label (a loss the data
+    brings itself, ``data.loss``, is trusted with the output's shape)."""
+    spe = steps_per_epoch(data.n_train, batch_size)
+    where = f"dataset {dataset!r}"
+    try:
+        x, y = next(iter(data.batches(batch_size, 0, 0, 1)))
+    except StopIteration:
+        raise DataProtocolError(f"{where} gave no training batch for iteration 0 (batch_size {batch_size})") from None
+    except (TypeError, ValueError) as err:
+        raise DataProtocolError(f"{where}: its batches must be (x, y) pairs; unpacking the first gave: {err}") from None
+    inputs = x if isinstance(x, tuple) else (x,)
+    if not inputs or not all(torch.is_tensor(t) for t in inputs) or not torch.is_tensor(y):
+        raise DataProtocolError(f"{where}: a batch must be (x, y) or ((x1, x2, …), y) of tensors; the first is "
+                                f"x = {_shape(x)}, y = {_shape(y)}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.dtype.is_complex:
+        raise DataProtocolError(f"{where}: labels y must be integer class indices; the first batch's are {_shape(y)}")
+    rows = {len(t) for t in inputs} | {len(y)}
+    if len(rows) != 1:
+        raise DataProtocolError(f"{where}: x and y of a batch must have one row per example; the first batch is "
+                                f"x = {_shape(x)}, y = {_shape(y)}")
+    classes = getattr(data, "num_classes", None)
+    if y.dim() == 1 and isinstance(classes, int) and y.numel() and not (0 <= int(y.min()) and int(y.max()) < classes):
+        raise DataProtocolError(f"{where}: labels must lie in 0 … {classes - 1} (num_classes = {classes}); the first "
+                                f"batch has labels {int(y.min())} … {int(y.max())}")
+    if count_epoch:
+        count = sum(1 for _ in data.batches(batch_size, 0, 0, spe))
+        if count < spe:
+            raise DataProtocolError(f"{where} gave {count} training batches for epoch 0, where an epoch is {spe} "
+                                    f"(n_train {data.n_train} // batch_size {batch_size}): batches(…, start, stop) must "
+                                    f"yield one batch per iteration")
+    if model is not None:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(*inputs)
+        except Exception as err:  # a shape or dtype mismatch in the user's network: say whose batch it was
+            raise DataProtocolError(f"network {network!r} cannot take {where}'s batches (x = {_shape(x)}): "
+                                    f"{type(err).__name__}: {err}") from err
+        finally:
+            model.train(was_training)
+        if getattr(data, "loss", None) is None and (not torch.is_tensor(out) or tuple(out.shape[:y.dim()]) != tuple(y.shape)
+                                                    or out.dim() != y.dim() + 1):
+            raise DataProtocolError(f"network {network!r} gave outputs {_shape(out)} for {where}'s batch with labels "
+                                    f"{_shape(y)}; cross-entropy needs one row of class scores per label")
+

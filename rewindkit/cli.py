@@ -61,9 +61,11 @@ def _notebooks(args) -> int:
         params["profile"] = args.profile
     paths = nb.resolve(args.names)
     outputs = nb.run_notebooks(paths, params, executed_dir=args.executed_dir, timeout=args.timeout)
+    from .workspace import out_root
     profile = params.get("profile", "laptop")
+    figures = out_root() / "figures"  # where the notebooks write them ($REWINDKIT_OUT if set)
     print(f"executed notebooks: {Path(outputs[0]).parent if outputs else '-'}")
-    print(f"figures: {nb.repo_root() / 'figures' / str(profile)} (and figures/paper for the reference notebook)")
+    print(f"figures: {figures / str(profile)} (and {figures / 'paper'} for the reference notebook)")
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -133,8 +133,7 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
     import torch
 
     from .runner import load_dataset, model_builder
-    from .techniques import dense_plan, start_state
-    from .training import train_steps
+    from .techniques import dense_plan, run_plan
     setup = setup_from_profile(profile)
     hardware = profile.hardware
     ds = load_dataset(setup, hardware.device) if data is None else data.to(hardware.device)  # data: a stand-in of the same shapes
@@ -142,10 +141,10 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
     plan = dense_plan(schedule)
     ready, stamps = start_barrier or threading.Barrier(packing), {}
 
-    def one_run(seed: int) -> None:
-        model, optimizer = start_state(model_builder(setup, ds), profile.recipe, plan, seed=seed, hardware=hardware)
+    timed = replace(plan, stop_step=2 + steps)  # the dense run's first 2 + steps iterations
 
-        def stamp(state):  # at iterations 2 and 2 + steps, before the final evaluation
+    def one_run(seed: int) -> None:
+        def stamp(state):  # at iterations 2 and 2 + steps
             if hardware.is_cuda:
                 torch.cuda.current_stream().synchronize()
             if state.step == 2:
@@ -153,9 +152,9 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
             stamps[seed, state.step] = time.perf_counter()
 
         with own_stream(hardware):
-            train_steps(model, optimizer, ds, plan.lr_schedule, 0, 2 + steps, seed=seed,
-                        batch_size=profile.recipe.batch_size, hardware=hardware, save_at={2, 2 + steps},
-                        on_save=stamp, evaluate_every_epoch=False, progress=False, recipe=profile.recipe)
+            run_plan(model_builder(setup, ds), ds, profile.recipe, timed, seed=seed, data_seed=seed, hardware=hardware,
+                     save_at={2, 2 + steps}, on_save=stamp, evaluate_every_epoch=False, evaluate_at_end=False,
+                     progress=False)
 
     with run_threads(hardware), ThreadPoolExecutor(packing) as pool:
         for future in [pool.submit(one_run, seed) for seed in range(packing)]:

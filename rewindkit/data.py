@@ -39,8 +39,6 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
-DATASETS = ("mnist1d", "cifar10", "imagenet", "synthetic", "translation")
-plugins.BUILTIN["dataset"] = DATASETS
 AUGMENTATIONS = ("none", "cifar")
 
 
@@ -361,18 +359,25 @@ def _load_imagenet(**options):
     return load_imagenet(**options)
 
 
+# The kit's own datasets, in the one registry of datasets (rewindkit.plugins)
+for _name, _loader in (("mnist1d", load_mnist1d), ("cifar10", load_cifar10), ("imagenet", _load_imagenet),
+                       ("synthetic", make_synthetic), ("translation", load_translation)):
+    plugins.register_builtin("dataset", _name, _loader)
+
+
 def load(name: str, **options) -> Dataset:
     """A dataset by name: ``mnist1d``, ``cifar10``, ``imagenet`` (streamed from a folder:
     :mod:`rewindkit.imagenet`), ``synthetic``, ``translation`` (number names, :mod:`rewindkit.translation`)
     or a registered plug-in (:func:`rewindkit.plugins.register_dataset`)."""
-    loaders = {"mnist1d": load_mnist1d, "cifar10": load_cifar10, "imagenet": _load_imagenet,
-               "synthetic": make_synthetic, "translation": load_translation}
-    plugin = plugins.get("dataset", name)
-    if name not in loaders and plugin is None:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}")
-    return loaders[name](**options) if name in loaders else plugin.call(**options)
+    loader = plugins.lookup("dataset", name).call
+    try:
+        return loader(**options)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise TypeError(f"bad option for dataset {name!r} (dataset_options {options}): {exc}") from exc
 
 
 def dataset_names() -> tuple[str, ...]:
     """Every dataset a profile may name: the kit's own and the registered plug-ins."""
-    return DATASETS + plugins.names("dataset")
+    return plugins.names("dataset")

@@ -14,7 +14,7 @@ import torch
 
 from . import distributed
 from .costs import duration, eta_seconds
-from .grids import needed_rewind_steps
+from .grids import needed_rewinds
 from .hardware import RUN_THREADS, Hardware, own_stream, run_threads
 from .runner import execute
 from .runs import RunSpec, RunStore, uses_plugins
@@ -38,7 +38,7 @@ def _pending(specs: list[RunSpec], out) -> tuple[dict[str, RunSpec], dict[str, s
     the results already finished in ``out``, and the runs still to execute (dependencies first)."""
     store = RunStore(out)
     unique = {s.id: s for s in specs}
-    need = needed_rewind_steps(list(unique.values()))
+    need = needed_rewinds(list(unique.values()))
     results = {i: store.result(i) for i in unique if store.is_done(i)}
     pending = [s for i, s in unique.items() if i not in results]
     missing = {d for s in pending for d in s.dependencies if d not in unique and not store.is_done(d)}
@@ -47,13 +47,30 @@ def _pending(specs: list[RunSpec], out) -> tuple[dict[str, RunSpec], dict[str, s
     return unique, need, results, pending
 
 
-def execute_packed(spec: RunSpec, out, hardware: Hardware, rewind_steps=(), log=None) -> dict:
+def execute_packed(spec: RunSpec, out, hardware: Hardware, rewinds=(), log=None) -> dict:
     """:func:`runner.execute` for one of ``hardware.packing`` runs sharing a device from threads of one
     process: on CUDA each run issues its kernels (and replays its own CUDA graph) on a stream of its
     own, so packed runs overlap on the GPU; nothing a run computes depends on what it is packed with
     (same kernels, same data, same order: bitwise the result it has alone)."""
     with own_stream(hardware):
-        return execute(spec, out, hardware, rewind_steps, log)
+        return execute(spec, out, hardware, rewinds, log)
+
+
+def concurrency(workers: int, hardware: Hardware, plugin_runs: bool) -> tuple[int, int]:
+    """(worker processes, runs packed as threads) for a grid: under torchrun every rank runs every
+    run, data-parallel (1, 1); worker processes or packing, not both; runs of plug-ins registered in
+    this process cannot go to worker processes (they would not know the plug-ins), so their workers
+    become threads — unless ``torch.compile`` is on, which is not thread-safe (why :class:`Hardware`
+    refuses it with packing): then one run at a time."""
+    packing = hardware.packing
+    if distributed.is_distributed():
+        return 1, 1
+    if workers > 1 and packing > 1:
+        raise ValueError(f"choose worker processes (workers={workers}) or runs packed on one device "
+                         f"(packing={packing}), not both; set one of them to 1")
+    if workers > 1 and plugin_runs:
+        return 1, (1 if hardware.compile else workers)
+    return workers, packing
 
 
 def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), workers: int = 1,
@@ -68,15 +85,12 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
     (on CUDA) its own stream: many small runs on one GPU (:func:`execute_packed`). Under torchrun
     every rank executes every run together, data-parallel, so ``workers`` and packing are ignored.
     """
-    packing = hardware.packing
-    if distributed.is_distributed():
-        workers = packing = 1
-    if workers > 1 and packing > 1:
-        raise ValueError(f"choose worker processes (workers={workers}) or runs packed on one device "
-                         f"(packing={packing}), not both; set one of them to 1")
+    plugin_runs = any(uses_plugins(s) for s in specs)
+    workers, packing = concurrency(workers, hardware, plugin_runs)  # checked before anything is written
     unique, need, results, pending = _pending(specs, out)
-    if workers > 1 and any(uses_plugins(s) for s in pending):
-        workers, packing = 1, workers  # plug-ins registered here are unknown to worker processes: threads
+    if log is not None and pending and hardware.compile and plugin_runs:
+        log("plug-in runs with compile=True train one at a time here (worker processes do not know the "
+            "plug-ins, and torch.compile is not thread-safe)")
     bar = None
     if progress_enabled(progress) and pending:
         from tqdm.auto import tqdm
@@ -136,11 +150,11 @@ def _schedule(pool, in_flight: int, pending: list[RunSpec], results: dict, finis
             finished(running.pop(fut), fut.result())
 
 
-def _ray_task(spec: RunSpec, out, hardware: Hardware, rewind_steps, *dependencies) -> dict:
+def _ray_task(spec: RunSpec, out, hardware: Hardware, rewinds, *dependencies) -> dict:
     """One run as a Ray task; ``dependencies`` are the results of the runs it starts from (Ray
     schedules it after them)."""
     _worker_init(hardware)
-    return execute_packed(spec, out, hardware, rewind_steps)
+    return execute_packed(spec, out, hardware, rewinds)
 
 
 def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *, address: str | None = None,
@@ -155,14 +169,17 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
     Ray retries the task, which resumes from the run's last checkpoint, and rerunning the grid fills
     any remaining gaps.
     """
-    import ray
-
     unique, need, results, pending = _pending(specs, out)
     if not pending:
         return results
     if any(uses_plugins(s) for s in pending):
         raise ValueError("these runs use plug-ins registered in this process (rewindkit.plugins), which Ray's "
                          "workers do not have; run them with the local executor (executor='local')")
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("executor 'ray' needs Ray, which is not installed: pip install 'rewindkit[ray]' "
+                           "(or choose executor 'local')") from None
     started_here = not ray.is_initialized()
     if started_here:
         options = {"address": address, "include_dashboard": False, "log_to_driver": False,

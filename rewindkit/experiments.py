@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .executors import EXECUTORS, run_specs, run_specs_ray  # noqa: F401  (public names, importable from here)
-from .grids import (dense_specs, grid_specs, iterative_chain_times, iterative_specs, needed_rewind_steps,  # noqa: F401
+from .grids import (dense_specs, grid_specs, iterative_chain_times, iterative_specs, needed_rewinds,  # noqa: F401
                     one_shot_specs, structured_specs)
 from .profiles import GRID_KINDS, Profile
 from .runner import (execute, load_dataset, load_model, lr_schedule, metrics, model_builder,  # noqa: F401

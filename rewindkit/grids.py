@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from .profiles import GRID_KINDS, Profile
 from .pruning import FilterPruning, GlobalMagnitude
-from .runner import setup_schedule
-from .runs import RunSpec, canonical_json, setup_from_profile
-from .techniques import StartFrom, rewind_steps_needed, starts_from
+from .runs import RunSpec, setup_from_profile
+from .techniques import StartFrom, starts_from
 
 
 def dense_specs(profile: Profile) -> list[RunSpec]:
@@ -53,13 +52,22 @@ def iterative_chain_times(profile: Profile) -> dict[str, tuple]:
             for tech, t in profile.iterative_retrain_times.items()}
 
 
-def iterative_specs(profile: Profile) -> list[RunSpec]:
+def iterative_specs(profile: Profile, techniques=None) -> list[RunSpec]:
     """One chain of ``iterative_levels`` levels per seed, technique and t; a chain keeps its t at
-    every level, as the authors' ``iterative.py`` does."""
+    every level, as the authors' ``iterative.py`` does. The techniques are those of
+    ``iterative_retrain_times`` that ``techniques`` (default: the profile's) names."""
+    chosen = tuple(techniques or profile.techniques)
+    chains = iterative_chain_times(profile)
+    missing = [t for t in techniques or () if t not in chains]
+    if missing:
+        raise ValueError(f"no iterative budget for {', '.join(map(repr, missing))}: the iterative grid runs the "
+                         f"techniques of iterative_retrain_times ({', '.join(chains)}); add a t for it there")
     specs = []
     for dense in dense_specs(profile):
         specs.append(dense)
-        for tech, times in iterative_chain_times(profile).items():
+        for tech, times in chains.items():
+            if tech not in chosen:
+                continue
             for t in times:
                 parent = dense.id
                 for level in range(1, profile.iterative_levels + 1):
@@ -95,23 +103,17 @@ def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:
 def grid_specs(profile: Profile, kind: str, techniques=None) -> list[RunSpec]:
     if kind not in GRID_KINDS:
         raise ValueError(f"unknown grid kind {kind!r}; valid kinds: {', '.join(GRID_KINDS)}")
-    if kind == "iterative":
-        return iterative_specs(profile)
-    return (one_shot_specs if kind == "one_shot" else structured_specs)(profile, techniques)
+    profile.check_retrain_times(kind)
+    return {"one_shot": one_shot_specs, "iterative": iterative_specs, "structured": structured_specs}[kind](
+        profile, techniques)
 
 
-def needed_rewind_steps(specs: list[RunSpec]) -> dict[str, set[int]]:
-    """For each dense run, the iterations T−t its retraining runs will rewind to (which techniques
-    rewind is the plan table's knowledge: :func:`techniques.rewind_steps_needed`)."""
-    need: dict[str, set[int]] = {}
-    schedules = {}
+def needed_rewinds(specs: list[RunSpec]) -> dict[str, set[tuple[str, float]]]:
+    """For each dense run, the (technique, t) of the runs that will rewind to it; the dense run turns
+    them into checkpoints T − t with its own schedule (which techniques rewind is the plan table's
+    knowledge: :func:`techniques.rewind_steps_needed`). Nothing is loaded here."""
+    need: dict[str, set[tuple[str, float]]] = {}
     for spec in specs:
-        if spec.is_dense:
-            continue
-        key = canonical_json(spec.setup)
-        if key not in schedules:
-            schedules[key] = setup_schedule(spec.setup)
-        steps = rewind_steps_needed([spec.retrain_time], schedules[key], [spec.technique])
-        if steps:
-            need.setdefault(spec.dense, set()).update(steps)
+        if not spec.is_dense and starts_from(spec.technique) is StartFrom.REWIND:
+            need.setdefault(spec.dense, set()).add((spec.technique, float(spec.retrain_time)))
     return need

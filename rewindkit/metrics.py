@@ -6,6 +6,7 @@ authors' released GNMT rows do, and plots name it on their axes (:func:`delta_la
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,27 @@ class Metric:
     label: str  # on plot axes and in tables: "test accuracy", "BLEU"
     scale: float  # stored value → plotted points: 100 for a fraction, 1 for BLEU
     evaluate: Callable  # (model, data, split, hardware) -> float
+    range: tuple[float, float] | None = None  # the values it can take (None: any finite value)
+
+    def check(self, value, split: str) -> float:
+        """``value`` as a float, if it is finite and within :attr:`range`; else a clear error (a run
+        whose metric is broken is not stored as finished)."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise MetricValueError(f"metric {self.name!r} returned {value!r} on the {split} split; it must "
+                                   f"return a number") from None
+        if not math.isfinite(number):
+            raise MetricValueError(f"metric {self.name!r} returned {number} on the {split} split; it must be a "
+                                   f"finite number")
+        if self.range is not None and not self.range[0] <= number <= self.range[1]:
+            raise MetricValueError(f"metric {self.name!r} returned {number:g} on the {split} split, outside its "
+                                   f"range [{self.range[0]:g}, {self.range[1]:g}]")
+        return number
+
+
+class MetricValueError(ValueError):
+    """A metric returned a value that is not finite or not within its declared range."""
 
 
 def forward_inputs(model: Callable, x) -> torch.Tensor:
@@ -47,29 +69,46 @@ def _bleu(model: nn.Module, data, split: str, hardware) -> float:
     return bleu(model, data, split)
 
 
-BUILTIN = {
-    "accuracy": Metric("accuracy", "test accuracy", 100.0, top1_accuracy),
-    "bleu": Metric("bleu", "BLEU", 1.0, _bleu),
-}
-plugins.BUILTIN["metric"] = tuple(BUILTIN)
-NETWORK_METRICS = {"gnmt": "bleu", "gnmt_small": "bleu"}  # the kit's own and the paper's non-accuracy networks
+# The kit's own metrics, in the one registry of metrics (rewindkit.plugins); accuracy is stored as
+# a fraction, BLEU in points
+plugins.register_builtin("metric", "accuracy", top1_accuracy, label="test accuracy", scale=100.0, range=(0.0, 1.0))
+plugins.register_builtin("metric", "bleu", _bleu, label="BLEU", scale=1.0, range=(0.0, 100.0))
+NETWORK_METRICS = {"gnmt": "bleu"}  # the paper's non-accuracy network in the released runs
 
 
 def get_metric(name: str) -> Metric:
-    if name in BUILTIN:
-        return BUILTIN[name]
-    plugin = plugins.get("metric", name)
-    if plugin is None:
-        raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(tuple(BUILTIN) + plugins.names('metric'))}")
-    return Metric(name, plugin.options["label"], plugin.options["scale"],
-                  lambda model, data, split, hardware: plugin.call(model, data, split))
+    plugin = plugins.lookup("metric", name)
+    o = plugin.options
+    evaluate = plugin.call if plugin.builtin else (lambda model, data, split, hardware: plugin.call(model, data, split))
+    return Metric(name, o["label"], o["scale"], evaluate, o.get("range"))
+
+
+# What finished runs said about their network's metric (name, label, scale), from their result rows:
+# a registered metric's label survives into a process where the plug-in is not registered (plots of a
+# results folder in a fresh kernel).
+_FROM_RESULTS: dict[str, Metric] = {}
+
+
+def remember(network: str, name: str, label: str, scale: float) -> None:
+    """Record the metric a finished run of ``network`` was evaluated by (:func:`rewindkit.tables.tables` does)."""
+    _FROM_RESULTS[network] = Metric(name, label, float(scale), _not_here(name))
+
+
+def _not_here(name: str) -> Callable:
+    def evaluate(*_):
+        raise ValueError(f"metric {name!r} is known here only from stored results; register it to evaluate with it")
+    return evaluate
 
 
 def metric_of_network(network: str) -> Metric:
     """The metric a network's results are in and its plots are labelled with: a plug-in network's
-    ``metric``, BLEU for the GNMTs, else accuracy."""
+    ``metric``; else what its stored results say (:func:`remember`); BLEU for the GNMTs; else accuracy."""
     plugin = plugins.get("network", network)
     declared = plugin.options["metric"] if plugin is not None else None
+    if declared and plugins.get("metric", declared) is not None:
+        return get_metric(declared)
+    if network in _FROM_RESULTS:
+        return _FROM_RESULTS[network]
     return get_metric(declared or NETWORK_METRICS.get(network, "accuracy"))
 
 
@@ -80,7 +119,8 @@ def evaluate(model: nn.Module, data, split: str, hardware) -> float:
     was_training = model.training
     model.eval()
     try:
-        return float(get_metric(name).evaluate(model, data, split, hardware))
+        metric = get_metric(name)
+        return metric.check(metric.evaluate(model, data, split, hardware), split)
     finally:
         model.train(was_training)
 

@@ -214,34 +214,43 @@ def _gnmt_small(data, **options) -> nn.Module:
     return model
 
 
-# Networks built from the training data they will see (their shapes are the data's vocabularies)
-DATA_MODELS: dict[str, Callable[..., nn.Module]] = {"gnmt_small": _gnmt_small}
-plugins.BUILTIN["network"] = tuple(MODELS) + tuple(DATA_MODELS)
-IMAGE_MODELS = tuple(MODELS)  # the networks whose forward FLOPs flops.forward_flops counts
+def _image_network(name: str) -> Callable[..., nn.Module]:
+    """An image network built for the data it will see: its classes and input channels."""
+    def build(data, **options) -> nn.Module:
+        return create(name, num_classes=data.num_classes, in_channels=data.input_shape[0], **options)
+    build.__qualname__ = f"image_network[{name}]"
+    return build
+
+
+# The kit's own networks, in the one registry of networks (rewindkit.plugins): the image networks
+# (built for the data's classes and channels) and GNMT (built from the data's vocabularies).
+for _name in MODELS:
+    plugins.register_builtin("network", _name, _image_network(_name), prunable=None, metric=None)
+plugins.register_builtin("network", "gnmt_small", _gnmt_small, prunable=None, metric="bleu")
+IMAGE_MODELS = tuple(MODELS)  # the kit's image networks (flops.forward_flops counts any single-input network)
 
 
 def network_names() -> tuple[str, ...]:
     """Every network a profile may name: the kit's own and the registered plug-ins."""
-    return tuple(MODELS) + tuple(DATA_MODELS) + plugins.names("network")
+    return plugins.names("network")
 
 
 def build(name: str, data, **options) -> nn.Module:
-    """Build network ``name`` for ``data``: the image networks take its classes and input channels,
-    the others (GNMT, plug-ins) the data itself. A plug-in's ``prunable`` rule and ``metric`` are
-    attached to the model as ``model.prunable`` (the names :func:`rewindkit.masks.prunable_weight_names`
-    reads) and ``model.metric`` (what :func:`rewindkit.metrics.evaluate` reports)."""
-    if name in MODELS:
-        return create(name, num_classes=data.num_classes, in_channels=data.input_shape[0], **options)
-    plugin = plugins.get("network", name)
-    if name not in DATA_MODELS and plugin is None:
-        raise ValueError(f"unknown network {name!r}; valid networks: {', '.join(network_names())}")
+    """Build network ``name`` for ``data`` (the registry's builder: the image networks take its
+    classes and input channels, GNMT and plug-ins the data itself). A plug-in's ``prunable`` rule and
+    ``metric`` are attached to the model as ``model.prunable`` (the names
+    :func:`rewindkit.masks.prunable_weight_names` reads) and ``model.metric`` (what
+    :func:`rewindkit.metrics.evaluate` reports)."""
+    plugin = plugins.lookup("network", name)
     try:
-        model = DATA_MODELS[name](data, **options) if name in DATA_MODELS else plugin.call(data, **options)
+        model = plugin.call(data, **options)
     except TypeError as exc:
-        raise TypeError(f"bad option for network {name!r}: {exc}") from exc
-    if plugin is not None and plugin.options["prunable"] is not None:
+        raise TypeError(f"bad option for network {name!r} (model_options {options}): {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"network {name!r} must build a torch.nn.Module; its builder returned {type(model).__name__}")
+    if plugin.options["prunable"] is not None:
         model.prunable = tuple(plugin.options["prunable"](model))
-    if plugin is not None and plugin.options["metric"]:
+    if plugin.options["metric"] and not plugin.builtin:
         model.metric = plugin.options["metric"]  # what rewindkit.metrics.evaluate reports for it
     return model
 

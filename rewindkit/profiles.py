@@ -90,16 +90,17 @@ class Profile:
 
     def validate(self) -> None:
         from . import data, models, pruning
-        from .techniques import Technique, check_retrain_epochs
+        from .techniques import Technique
         if self.network not in models.network_names():
             raise ValueError(f"unknown network {self.network!r}; valid networks: {', '.join(models.network_names())}")
         if self.dataset not in data.dataset_names():
             raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(data.dataset_names())}")
         for d in self.densities:
             pruning.GlobalMagnitude(d)  # the pruning descriptions check their own values
-        for t in (self.retrain_times + tuple(self.structured_retrain_times or ()) + tuple(self.iterative_retrain_times.values())
-                  + self.iterative_retrain_grid):
-            check_retrain_epochs(t, self.recipe.epochs)
+        for what, times in self.retrain_time_fields().items():  # each within T only for the grid that uses it
+            for t in times:
+                if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+                    raise ValueError(f"{what} must hold retraining times t > 0 in epochs; got {t!r}")
         for tech in tuple(self.techniques) + tuple(self.iterative_retrain_times) + tuple(self.structured_techniques or ()):
             Technique.parse(tech)
         for c in self.structured_configs:
@@ -115,6 +116,32 @@ class Profile:
             raise ValueError(f"evaluate_every_epoch must be True or False; got {self.evaluate_every_epoch!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be ≥ 1; got {self.workers}")
+
+    def retrain_time_fields(self, kind: str | None = None) -> dict[str, tuple]:
+        """The fields holding retraining times t, by name, for one grid kind or all: one-shot
+        ``retrain_times``; iterative ``iterative_retrain_times`` and ``iterative_retrain_grid``;
+        structured ``structured_retrain_times`` (else ``retrain_times``)."""
+        by_kind = {
+            "one_shot": {"retrain_times": self.retrain_times},
+            "iterative": {**{f"iterative_retrain_times[{tech!r}]": (t,) for tech, t in self.iterative_retrain_times.items()},
+                          "iterative_retrain_grid": self.iterative_retrain_grid},
+            "structured": {"structured_retrain_times" if self.structured_retrain_times is not None else "retrain_times":
+                           tuple(self.structured_retrain_times or self.retrain_times)},
+        }
+        if kind is not None:
+            return by_kind[kind]
+        return {k: v for fields_of_kind in by_kind.values() for k, v in fields_of_kind.items()}
+
+    def check_retrain_times(self, kind: str) -> None:
+        """Every t the ``kind`` grid uses lies in (0, T]; the error names the field (a profile whose
+        epochs were overridden may still hold another grid's longer t, which is checked only there)."""
+        T = self.recipe.epochs
+        for what, times in self.retrain_time_fields(kind).items():
+            bad = [t for t in times if not 0 < t <= T]
+            if bad:
+                raise ValueError(f"{what} holds t = {', '.join(f'{t:g}' for t in bad)} epochs, beyond T = {T} "
+                                 f"(recipe.epochs) for the {kind} grid; every retraining time must be in (0, T]: "
+                                 f"override {what.split('[')[0]} too")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -253,6 +280,9 @@ def get_profile(name: str | Profile, **overrides) -> Profile:
 
     Nested fields are overridden by dotted name (``**{"recipe.epochs": 8}``, ``--set recipe.epochs=8``)
     or by their flat alias (``epochs=8``); a whole ``recipe=Recipe(...)`` replaces the recipe.
+    Naming another ``network`` resets ``model_options`` to ``{}``, and another ``dataset`` resets
+    ``dataset_options``, ``n_train`` and ``n_eval`` (the base profile's belong to its own network
+    and data), unless they are overridden too.
     """
     if isinstance(name, Profile):
         base = name
@@ -275,6 +305,14 @@ def get_profile(name: str | Profile, **overrides) -> Profile:
     for section, changes in nested.items():
         if changes:
             top[section] = replace(top.get(section, getattr(base, section)), **changes)
+    # options belong to the network / dataset they were written for: another network starts from
+    # its own defaults, another dataset from its own options and its whole splits
+    if top.get("network", base.network) != base.network:
+        top.setdefault("model_options", {})
+    if top.get("dataset", base.dataset) != base.dataset:
+        top.setdefault("dataset_options", {})
+        top.setdefault("n_train", None)
+        top.setdefault("n_eval", None)
     return replace(base, **top)
 
 

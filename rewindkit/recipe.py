@@ -73,23 +73,22 @@ class Recipe:
             raise ValueError(f"schedule_options must be a dict; got {self.schedule_options!r}")
         valid = GNMT_SCHEDULE_OPTIONS if self.lr_schedule == "gnmt" else ()
         unknown = sorted(set(self.schedule_options) - set(valid))
-        if unknown and self.lr_schedule in LR_SCHEDULES:  # a registered schedule reads its own options
+        plugin = plugins.get("schedule", self.lr_schedule) if isinstance(self.lr_schedule, str) else None
+        if plugin is None:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid schedules: "
+                             f"{', '.join(plugins.names('schedule'))}")
+        if unknown and plugin.builtin:  # a registered schedule reads its own options
             raise ValueError(f"unknown schedule_options {unknown} for lr_schedule={self.lr_schedule!r}; valid: "
                              f"{', '.join(valid) or 'none (the step schedule takes milestones, gamma, warmup_epochs)'}")
-        if self.lr_schedule not in LR_SCHEDULES and plugins.get("schedule", self.lr_schedule) is None:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid schedules: "
-                             f"{', '.join(LR_SCHEDULES + plugins.names('schedule'))}")
 
     def schedule(self, n_train: int) -> StepSchedule | GnmtSchedule | FunctionSchedule:
         """The per-iteration LR schedule on a training set of ``n_train`` examples
         (:func:`batches.steps_per_epoch` iterations per epoch)."""
         spe = steps_per_epoch(n_train, self.batch_size)
-        if self.lr_schedule == "gnmt":
-            return GnmtSchedule(self.lr, self.epochs, spe, **self.schedule_options)
-        if self.lr_schedule != "step":
-            plugin = plugins.get("schedule", self.lr_schedule)
-            return FunctionSchedule(lambda step, total: plugin.call(step, total, self), self.epochs, spe, plugin.name)
-        return StepSchedule(self.lr, self.epochs, spe, self.milestones, self.gamma, self.warmup_epochs)
+        plugin = plugins.lookup("schedule", self.lr_schedule)
+        if plugin.builtin:
+            return plugin.call(self, spe)
+        return FunctionSchedule(lambda step, total: plugin.call(step, total, self), self.epochs, spe, plugin.name)
 
     def to_dict(self) -> dict:
         """The recipe as stored in run configurations; fields added after the first runs are left
@@ -102,6 +101,10 @@ class Recipe:
 
 
 OPTIMIZERS = ("sgd", "adam")
+# The kit's own schedules, in the one registry of schedules (rewindkit.plugins): recipe → per-iteration schedule
+plugins.register_builtin("schedule", "step", lambda r, spe: StepSchedule(r.lr, r.epochs, spe, r.milestones, r.gamma,
+                                                                          r.warmup_epochs))
+plugins.register_builtin("schedule", "gnmt", lambda r, spe: GnmtSchedule(r.lr, r.epochs, spe, **r.schedule_options))
 LR_SCHEDULES = ("step", "gnmt")
 GNMT_SCHEDULE_OPTIONS = tuple(f.name for f in fields(GnmtSchedule) if f.init and f.name not in ("peak_lr", "epochs",
                                                                                                 "steps_per_epoch"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import data, distributed, models
+from . import data, distributed, models, plugins
 from .flops import forward_flops
 from .hardware import Hardware, prepare_model
 from .masks import Mask
@@ -24,16 +25,22 @@ from .runs import RunSpec, RunStore, canonical_json, provenance, setup_from_prof
 from .schedules import StepSchedule
 from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from .techniques import StartFrom, load_state, start_state
-from .training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot, train_steps
+from .batches import check_training_data
+from .masks import prunable_weight_names
+from .metrics import metric_of_network
+from .techniques import StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan
+from .training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot
 
 _DATA_CACHE: dict[str, data.Dataset] = {}
 _DATA_LOCK = threading.Lock()  # packed runs (threads) load each dataset once
 
 
 def load_dataset(setup: dict, device) -> data.Dataset:
+    """The setup's data on ``device``, loaded once per process: the cache key holds everything the
+    data depend on, a dataset plug-in's fingerprint included (a changed plug-in is loaded anew)."""
+    plugin = setup.get("plugins", {}).get(f"dataset:{setup['dataset']}")
     key = canonical_json([setup["dataset"], setup["dataset_options"], setup["n_train"], setup["n_eval"],
-                          str(device), str(data.data_dir())])
+                          str(device), str(data.data_dir()), plugin])
     with _DATA_LOCK:
         if key not in _DATA_CACHE:
             ds = data.load(setup["dataset"], **setup["dataset_options"])
@@ -47,7 +54,8 @@ def load_dataset(setup: dict, device) -> data.Dataset:
 
 def setup_schedule(setup: dict) -> StepSchedule:
     """The learning-rate schedule of a run setup's recipe on its training set (iterations per epoch
-    are ``n_train // batch_size``, so the data are loaded, once per process, to count them)."""
+    are ``n_train // batch_size``, so the data are loaded, once per process, to count them; the
+    engine itself computes a run's schedule once, where the run executes)."""
     return Recipe(**setup["recipe"]).schedule(load_dataset(setup, "cpu").n_train)
 
 
@@ -85,7 +93,7 @@ def _final_state(store: RunStore, run_id: str, step: int) -> TrainState:
 
 def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardware) -> TrainState:
     """The dense run's state at iteration ``step``; regenerated deterministically by replaying from
-    the nearest earlier saved checkpoint if the finished dense run did not save it."""
+    the nearest earlier saved checkpoint if the finished dense run did not save it (no evaluation)."""
     folder = store.dir(dense_id) / "rewind"
     path = folder / f"step_{step}.pt"
     if not path.exists():
@@ -100,21 +108,49 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
         model = prepare_model(model_builder(spec.setup, ds)(), hardware)
         optimizer = make_optimizer(model, recipe, hardware)
         load_state(model, optimizer, start)
-        train_steps(model, optimizer, ds, recipe.schedule(ds.n_train), start.step, step, seed=spec.resolved_data_seed,
-                    batch_size=recipe.batch_size, hardware=hardware, save_at={step}, progress=False, recipe=recipe,
-                    evaluate_every_epoch=False,
-                    on_save=lambda s: atomic_torch_save(s.to_dict(), path))
+        replay = replace(dense_plan(recipe.schedule(ds.n_train)), stop_step=step)
+        run_plan(model_builder(spec.setup, ds), ds, recipe, replay, seed=spec.seed, data_seed=spec.resolved_data_seed,
+                 resume=(model, optimizer, start.step), hardware=hardware, save_at={step}, progress=False,
+                 evaluate_every_epoch=False, evaluate_at_end=False,
+                 on_save=lambda s: atomic_torch_save(s.to_dict(), path))
         distributed.barrier()  # rank 0 wrote the checkpoint; every rank reads it next
     return TrainState.from_dict(load_torch(path, what="rewind checkpoint"))
 
 
-def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(), log=None) -> dict:
-    """Run ``spec`` to completion in ``root`` (resuming if it was interrupted); return its result."""
+def check_run_setup(setup: dict, ds, build) -> None:
+    """Before a run trains (paper §3.1 needs something to prune): the network has prunable tensors,
+    and the data follow the training-data protocol at the first batch, the network taking them
+    (:func:`rewindkit.batches.check_training_data`); each error names the network or dataset."""
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # a look at the network draws nothing of the run's
+        model = build()
+    if not prunable_weight_names(model):
+        raise ValueError(f"network {setup['network']!r} has no prunable tensor: global magnitude pruning (§3.1) prunes "
+                         f"the weights of Conv and Linear layers, and this network has none. Declare what may be "
+                         f"pruned with register_network(..., prunable=lambda model: [parameter names])")
+    dataset = plugins.get("dataset", setup["dataset"])
+    check_training_data(ds, Recipe(**setup["recipe"]).batch_size, setup["dataset"], model, setup["network"],
+                        count_epoch=dataset is None or not dataset.builtin)
+
+
+def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), log=None) -> dict:
+    """Run ``spec`` to completion in ``root`` (resuming if it was interrupted); return its result.
+    ``rewinds``: for a dense run, the (technique, t) of the retraining runs that will rewind to it;
+    it saves the checkpoints T − t they need (computed here, from the run's own schedule)."""
     store = RunStore(root)
     run_id = spec.id
     folder = store.dir(run_id)
     if store.is_done(run_id):
         return store.result(run_id)
+    # everything that can be refused is checked before the run's folder is made: the schedule (a
+    # plug-in's every LR), the plan, and for a dense run the network and the data protocol
+    ds = load_dataset(spec.setup, hardware.device)
+    build = model_builder(spec.setup, ds)
+    recipe = Recipe(**spec.setup["recipe"])
+    schedule = recipe.schedule(ds.n_train)  # the run's schedule and plan, computed once
+    plan = spec.plan(schedule, recipe.fine_tune_lr)  # the dense run is a plan too: 0 → T from initialisation
+    if spec.is_dense:
+        check_run_setup(spec.setup, ds, build)
+    started = time.time()
     folder.mkdir(parents=True, exist_ok=True)
     config = spec.config()
     if (folder / "config.json").exists():
@@ -123,36 +159,27 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
     else:
         atomic_write_json(config, folder / "config.json")
 
-    ds = load_dataset(spec.setup, hardware.device)
-    build = model_builder(spec.setup, ds)
-    recipe = Recipe(**spec.setup["recipe"])
-    schedule = recipe.schedule(ds.n_train)
-    plan = spec.plan(schedule, recipe.fine_tune_lr)  # the dense run is a plan too: 0 → T from initialisation
-    started = time.time()
-
     mask = None
     if spec.pruning is not None:
         mask = _mask(store, spec, build)
         mask.save(folder / "mask.pt")
 
     checkpoint_path = folder / "checkpoint.pt"
-    start, rows = plan.start_step, []
+    rows, resume, final, rewind = [], None, None, None
     if checkpoint_path.exists():
         ckpt = load_torch(checkpoint_path, what=f"checkpoint of run {run_id}")
         model = prepare_model(build(), hardware)
         optimizer = make_optimizer(model, recipe, hardware)
         load_state(model, optimizer, TrainState.from_dict(ckpt))  # the one path to a state (kernel flags, layouts)
-        start, rows = int(ckpt["step"]), list(ckpt["rows"])
+        resume, rows = (model, optimizer, int(ckpt["step"])), list(ckpt["rows"])
     else:
         final = (_final_state(store, spec.parent, schedule.total_steps)
                  if plan.start_from is StartFrom.FINAL else None)
         rewind = (rewind_checkpoint(store, spec.dense, plan.rewind_step, hardware)
                   if plan.rewind_step is not None else None)
-        model, optimizer = start_state(build, recipe, plan, final=final, rewind=rewind, seed=spec.seed,
-                                       hardware=hardware)
     stop = plan.stop_step
     # a dense run also keeps iteration 0, from which any rewind point a later grid asks for is replayed
-    save_at = set(rewind_steps) | ({0} if spec.is_dense else set())
+    save_at = ({0} | rewind_steps_needed_by(rewinds, schedule)) if spec.is_dense else set()
 
     def on_save(state: TrainState):
         atomic_torch_save(state.to_dict(), folder / "rewind" / f"step_{state.step}.pt")
@@ -164,20 +191,22 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
         if record.step < stop:
             atomic_torch_save({**snapshot(model, optimizer, record.step).to_dict(), "rows": rows}, checkpoint_path)
 
-    train_steps(model, optimizer, ds, plan.lr_schedule, start, stop, seed=spec.resolved_data_seed,
-                batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at, on_save=on_save, recipe=recipe,
-                on_epoch=on_epoch, evaluate_every_epoch=spec.setup.get("evaluate_every_epoch", True),
-                log=log, progress=False, description=spec.label())
+    model, optimizer, _ = run_plan(build, ds, recipe, plan, seed=spec.seed, data_seed=spec.resolved_data_seed, mask=mask,
+                                   final=final, rewind=rewind, resume=resume, hardware=hardware, save_at=save_at,
+                                   on_save=on_save, on_epoch=on_epoch,
+                                   evaluate_every_epoch=spec.setup.get("evaluate_every_epoch", True), log=log,
+                                   progress=False, description=spec.label())
 
     final = snapshot(model, optimizer, stop)
     atomic_torch_save(final.model, folder / "final.pt")
     atomic_torch_save(final.optimizer, folder / "final_optimizer.pt")
     last = rows[-1] if rows else {"test_acc": float("nan"), "val_acc": float("nan")}
     spe = schedule.steps_per_epoch
+    metric = metric_of_network(spec.setup["network"])
     row = {"network": spec.setup["network"], "test_acc": last["test_acc"], "val_acc": last["val_acc"],
-           "flops": forward_flops(model, ds.input_shape, mask) if spec.setup["network"] in models.IMAGE_MODELS
-           else float("nan"), "epochs": plan.steps / spe,
-           "level": spec.level, "run_id": run_id, "trial": spec.seed}
+           "flops": _flops(model, ds, mask), "epochs": plan.steps / spe,
+           "level": spec.level, "run_id": run_id, "trial": spec.seed,
+           "metric": metric.name, "metric_label": metric.label, "metric_scale": metric.scale}
     if spec.pruning is not None:
         row.update(pruning=spec.pruning.label, schedule=spec.pruning_schedule, technique=spec.technique,
                    density=mask.density(), retrain_time=spec.retrain_time)
@@ -190,6 +219,26 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewind_steps=(
     return result
 
 
+
+
+def _flops(model, ds, mask) -> float | None:
+    """Forward FLOPs of one example (:func:`rewindkit.flops.forward_flops`) for any network that takes
+    one input tensor of the data's ``input_shape``; None where there is no such shape (translation)."""
+    shape = getattr(ds, "input_shape", None)
+    if not isinstance(shape, tuple) or not shape:
+        return None
+    try:
+        return forward_flops(model, shape, mask)
+    except Exception:  # a network that takes several inputs, or other shapes: no count rather than a guess
+        return None
+
+
+def rewind_steps_needed_by(rewinds, schedule: StepSchedule) -> set[int]:
+    """The iterations T − t at which a dense run saves checkpoints for the (technique, t) that rewind to it."""
+    steps = set()
+    for technique, t in rewinds:
+        steps |= rewind_steps_needed([t], schedule, [technique])
+    return steps
 
 
 def metrics(out, run_id: str) -> pd.DataFrame:

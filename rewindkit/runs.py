@@ -33,7 +33,8 @@ from .profiles import Profile
 from .pruning import Pruning, pruning_from_dict
 from .schedules import StepSchedule
 from .storage import atomic_write_json, load_json
-from .techniques import RetrainPlan, Technique, dense_plan, epochs_trained, plan_retraining, retraining_data_seed
+from .seeds import canonical_json  # noqa: F401  (importable from here, as before)
+from .techniques import RetrainPlan, Technique, dense_plan, epochs_trained, plan_retraining, pruned_run_data_seed
 
 RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key data_seed)
 
@@ -56,10 +57,6 @@ def setup_from_profile(profile: Profile) -> dict:
 def uses_plugins(spec: RunSpec) -> bool:
     """Whether a run needs plug-ins registered in this process (worker processes do not have them)."""
     return bool(spec.setup.get("plugins"))
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
 
 
 @dataclass(frozen=True)
@@ -99,8 +96,8 @@ class RunSpec:
             return self.data_seed
         if self.is_dense:
             return self.seed
-        return retraining_data_seed(self.seed, self.technique, self.retrain_time, canonical_json(self.pruning.to_dict()),
-                                    self.pruning_schedule, self.level)
+        return pruned_run_data_seed(self.seed, self.technique, self.retrain_time, self.pruning, self.pruning_schedule,
+                                    self.level)
 
     def config(self) -> dict:
         cfg = {"format": RUNS_FORMAT, "kind": "dense" if self.is_dense else "retrain",

@@ -7,6 +7,7 @@ The paper's schedules are step decay with optional linear warmup: CIFAR 0.1, ×0
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -149,21 +150,41 @@ class GnmtSchedule(_PerIteration):
 
 
 
+class ScheduleValueError(ValueError):
+    """A schedule gave a learning rate that is not a finite number ≥ 0."""
+
+
 @dataclass(frozen=True)
 class FunctionSchedule(_PerIteration):
     """Any step → LR rule ``lr_at(step, total_steps)`` as a schedule (a registered plug-in,
     :func:`rewindkit.plugins.register_schedule`). Its value at the last step, ``lr_at(T − 1, T)``,
-    is the fine-tuning LR (§1); past T the LR stays there."""
+    is the fine-tuning LR (§1); past T the LR stays there. Every step's value is computed and checked
+    (a finite number ≥ 0) when the schedule is made, before anything trains."""
 
     lr_at: Callable[[int, int], float] = field(repr=False)
     epochs: int
     steps_per_epoch: int
     name: str = "custom"
+    values: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._check_length()
+        total, values = self.total_steps, []
+        for step in range(total):
+            raw = self.lr_at(step, total)
+            try:
+                lr = float(raw)
+            except (TypeError, ValueError):
+                lr = math.nan
+            if not (math.isfinite(lr) and lr >= 0) or isinstance(raw, bool):
+                raise ScheduleValueError(f"schedule {self.name!r} gave the learning rate {raw!r} at step {step} "
+                                         f"of {total}; a learning rate must be a finite number ≥ 0")
+            values.append(lr)
+        object.__setattr__(self, "values", tuple(values))
 
     def lr(self, step: int) -> float:
-        return float(self.lr_at(min(step, self.total_steps - 1), self.total_steps))
+        return self.values[min(step, self.total_steps - 1)]
 
     @property
     def final_lr(self) -> float:
         return self.lr(self.total_steps - 1)
-

@@ -11,9 +11,15 @@ would.
 from __future__ import annotations
 
 import hashlib
+import json
 
 
 def derive_seed(*parts) -> int:
     """A 63-bit seed derived from any mix of ints and strings (stable across runs and machines)."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def canonical_json(obj) -> str:
+    """The one text of a configuration that ids and seeds hash: keys sorted, no spaces, tuples as lists."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)

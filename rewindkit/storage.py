@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -64,8 +65,20 @@ def atomic_write_text(text: str, path) -> None:
     atomic_write_bytes(text.encode("utf-8"), path)
 
 
+def _json_safe(obj: Any) -> Any:
+    """NaN and ±inf as null: JSON has no such numbers (``json.dumps`` would write invalid JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(obj: Any, path) -> None:
-    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+    """Write ``obj`` as strict JSON (NaN and infinities become null), atomically."""
+    atomic_write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n", path)
 
 
 def atomic_torch_save(obj: Any, path) -> None:

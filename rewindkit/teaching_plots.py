@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .metrics import get_metric, metric_of_network
 from .plot_style import COLORS, MARKERS, check_techniques, delta_label, paper_style
 from .techniques import LABELS, TECHNIQUES
 
@@ -79,38 +80,48 @@ def technique_deltas(runs: pd.DataFrame, T: float | None = None):
     return fig, data
 
 
-def retraining_curves(metrics: Mapping[str, pd.DataFrame], dense_acc: float | None = None):
-    """Test accuracy after every retraining epoch, one line per technique (``metrics``: technique →
-    that run's ``metrics.csv`` table), with the dense network's accuracy dotted (teaching figure)."""
+def _metric_axis(network: str | None) -> tuple[float, str]:
+    """Stored value → plotted points, and the axis label, for ``network``'s metric (accuracy when None)."""
+    metric = metric_of_network(network) if network is not None else get_metric("accuracy")
+    return metric.scale, f"{metric.label} (%)" if metric.scale == 100 else metric.label
+
+
+def retraining_curves(metrics: Mapping[str, pd.DataFrame], dense_acc: float | None = None, network: str | None = None):
+    """The metric after every retraining epoch, one line per technique (``metrics``: technique →
+    that run's ``metrics.csv`` table), with the dense network's value dotted (teaching figure).
+    ``network`` names the metric (test accuracy in %, BLEU, a plug-in's; default accuracy)."""
     check_techniques(metrics)
     data = pd.concat([m.assign(technique=tech, retrain_epoch=range(1, len(m) + 1)) for tech, m in metrics.items()],
                      ignore_index=True)
     with paper_style():
         fig, ax = plt.subplots(figsize=(5, 3))
+        scale, label = _metric_axis(network)
         for tech in metrics:
             rows = data[data["technique"] == tech]
-            ax.plot(rows["retrain_epoch"], 100 * rows["test_acc"], color=COLORS[tech], marker=MARKERS[tech],
+            ax.plot(rows["retrain_epoch"], scale * rows["test_acc"], color=COLORS[tech], marker=MARKERS[tech],
                     markersize=3, label=LABELS[tech])
         if dense_acc is not None:
-            ax.axhline(100 * dense_acc, color="0.3", linestyle=":", label="dense network")
+            ax.axhline(scale * dense_acc, color="0.3", linestyle=":", label="dense network")
         ax.set_xlabel("retraining epoch")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(label)
         ax.legend(frameon=False)
         fig.tight_layout()
     return fig, data
 
 
-def run_curve(metrics: pd.DataFrame, technique: str):
-    """One retraining run's test accuracy (left axis) and learning rate (right axis, log) at every
-    epoch of the original schedule it covers (``metrics``: the run's ``metrics.csv`` table)."""
+def run_curve(metrics: pd.DataFrame, technique: str, network: str | None = None):
+    """One retraining run's metric (left axis; ``network`` names it, default accuracy) and learning
+    rate (right axis, log) at every epoch of the original schedule it covers (``metrics``: the run's
+    ``metrics.csv`` table)."""
     check_techniques([technique])
     data = metrics[["epoch", "test_acc", "lr"]].assign(technique=technique)
+    scale, label = _metric_axis(network)
     with paper_style():
         fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot(data["epoch"], 100 * data["test_acc"], color=COLORS[technique], marker=MARKERS[technique],
+        ax.plot(data["epoch"], scale * data["test_acc"], color=COLORS[technique], marker=MARKERS[technique],
                 markersize=3)
         ax.set_xlabel("epoch of the schedule")
-        ax.set_ylabel("test accuracy (%)", color=COLORS[technique])
+        ax.set_ylabel(label, color=COLORS[technique])
         lr_ax = ax.twinx()
         lr_ax.step(data["epoch"], data["lr"], color="0.5", where="post")
         lr_ax.set_yscale("log")

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from .data import Dataset
-from .hardware import Hardware, prepare_model
+from .hardware import Hardware, prepare_model, run_threads
 from .masks import Mask
 from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
-from .seeds import derive_seed
+from .seeds import canonical_json, derive_seed
 from .training import EpochRecord, TrainState, init_model, make_optimizer, train_steps
 
 
@@ -223,19 +223,63 @@ def retraining_data_seed(seed: int, technique, retrain_epochs: float, *identity)
     return derive_seed(seed, "retrain", Technique.parse(technique).value, float(retrain_epochs), *identity)
 
 
-def retrain(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan: RetrainPlan, mask: Mask, *,
+def pruned_run_data_seed(seed: int, technique, retrain_epochs: float, pruning, pruning_schedule: str,
+                         level: int) -> int:
+    """The data seed of a grid's retraining run (the engine's rule, stored as ``data_seed``):
+    :func:`retraining_data_seed` of the trial, technique, t, the pruning description (its canonical
+    JSON), the pruning schedule (``one_shot`` / ``iterative``) and the level."""
+    return retraining_data_seed(seed, technique, retrain_epochs, canonical_json(pruning.to_dict()), pruning_schedule,
+                                level)
+
+
+def run_plan(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan: RetrainPlan, *, seed: int,
+             data_seed: int, mask: Mask | None = None, final: TrainState | None = None,
+             rewind: TrainState | None = None, resume: tuple[nn.Module, torch.optim.Optimizer, int] | None = None,
+             hardware: Hardware = Hardware(), save_at=(), on_save=None, on_epoch=None,
+             evaluate_every_epoch: bool = True, evaluate_at_end: bool = True, log=None, progress=None,
+             description: str | None = None) -> tuple[nn.Module, torch.optim.Optimizer, list[EpochRecord]]:
+    """Train ``plan`` (§1: where it starts, which iterations, which learning rates) under ``mask``,
+    from its start state — or from ``resume`` = (model, optimizer, iteration) — to its stop, with one
+    CPU thread per run (:func:`~rewindkit.hardware.run_threads`). The one path every run takes: the
+    engine's runs (:func:`rewindkit.runner.execute`), :func:`~rewindkit.training.train_dense`,
+    :func:`retrain` and the throughput probe (:func:`rewindkit.costs.probe`)."""
+    with run_threads(hardware):
+        if resume is None:
+            model, optimizer = start_state(build, recipe, plan, seed=seed, final=final, rewind=rewind, hardware=hardware)
+            start = plan.start_step
+        else:
+            model, optimizer, start = resume
+        history = train_steps(model, optimizer, data, plan.lr_schedule, start, plan.stop_step, seed=data_seed,
+                              batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at,
+                              on_save=on_save, on_epoch=on_epoch, evaluate_every_epoch=evaluate_every_epoch,
+                              evaluate_at_end=evaluate_at_end, log=log, progress=progress,
+                              description=description or plan.name, recipe=recipe)
+    return model, optimizer, history
+
+
+def retrain(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan: RetrainPlan, mask, *,
             final: TrainState, rewind: TrainState | None = None, seed: int, data_seed: int | None = None,
             hardware: Hardware = Hardware(), log=None, progress=None,
             on_epoch=None) -> tuple[nn.Module, list[EpochRecord]]:
-    """Run one retraining technique under ``mask`` and return the retrained model and its history.
+    """Run one retraining technique and return the retrained model and its history.
 
-    ``seed`` is the trial (it seeds reinitialization); the batches come from ``data_seed``, by
-    default :func:`retraining_data_seed` of (seed, technique, t). Passing the dense run's seed
-    replays the dense run's batches (a test does, to reproduce the dense run bit for bit)."""
+    ``mask`` is a :class:`~rewindkit.masks.Mask`, or a pruning description
+    (:class:`~rewindkit.pruning.GlobalMagnitude`, :class:`~rewindkit.pruning.FilterPruning`), which is
+    applied to the ``final`` weights here, as a grid's one-shot run applies it. ``seed`` is the trial
+    (it seeds reinitialization). The batches come from ``data_seed``; by default, for a description,
+    the stream the engine gives that one-shot run (:func:`retraining_data_seed` of the trial, technique,
+    t, pruning, schedule and level), so the result is the grid run's bit for bit; for a bare mask a
+    stream of (trial, technique, t). Passing the dense run's seed replays the dense run's batches."""
+    if not isinstance(mask, Mask):
+        description = mask
+        probe = build()
+        probe.load_state_dict(final.model)
+        mask = description.apply(probe)
+        if data_seed is None:
+            data_seed = pruned_run_data_seed(seed, plan.technique, plan.retrain_epochs, description, "one_shot",
+                                             getattr(description, "level", 1))
     if data_seed is None:
         data_seed = retraining_data_seed(seed, plan.technique, plan.retrain_epochs)
-    model, optimizer = start_state(build, recipe, plan, final=final, rewind=rewind, seed=seed, hardware=hardware)
-    history = train_steps(model, optimizer, data, plan.lr_schedule, plan.start_step, plan.stop_step, seed=data_seed,
-                          batch_size=recipe.batch_size, mask=mask, hardware=hardware, log=log, progress=progress,
-                          on_epoch=on_epoch, description=plan.technique.value, recipe=recipe)
+    model, _, history = run_plan(build, data, recipe, plan, seed=seed, data_seed=data_seed, mask=mask, final=final,
+                                 rewind=rewind, hardware=hardware, on_epoch=on_epoch, log=log, progress=progress)
     return model, history

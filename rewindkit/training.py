@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed, metrics
-from .batches import EVAL_SPLITS, TrainingData, steps_per_epoch
+from .batches import EVAL_SPLITS, DataProtocolError, TrainingData, steps_per_epoch
 from .data import BatchStream, Dataset
 from .hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, to_memory_format
 from .masks import Mask, MaskEnforcer
@@ -133,6 +133,16 @@ def _in_format(x, hardware: Hardware):
     return x if isinstance(x, tuple) else to_memory_format(x, hardware)
 
 
+def _next_batch(batches, data, step: int):
+    """The next training batch; a dataset that runs out says so, naming itself and the iteration."""
+    try:
+        return next(batches)
+    except StopIteration:
+        name = getattr(data, "name", type(data).__name__)
+        raise DataProtocolError(f"dataset {name!r} gave no training batch for iteration {step}: batches(batch_size, "
+                                f"seed, start, stop) must yield one batch per iteration start … stop − 1") from None
+
+
 def progress_enabled(flag: bool | None = None) -> bool:
     """Progress bars are on unless ``flag`` is False or ``REWINDKIT_PROGRESS=0``."""
     if flag is not None:
@@ -145,8 +155,8 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
                 batch_size: int, mask: Mask | None = None, hardware: Hardware = Hardware(),
                 save_at: Iterable[int] = (), on_save: Callable[[TrainState], None] | None = None,
                 on_epoch: Callable[[EpochRecord, nn.Module, torch.optim.Optimizer], None] | None = None,
-                evaluate_every_epoch: bool = True, log: Callable[[str], None] | None = None,
-                progress: bool | None = None, description: str = "train",
+                evaluate_every_epoch: bool = True, evaluate_at_end: bool = True,
+                log: Callable[[str], None] | None = None, progress: bool | None = None, description: str = "train",
                 recipe: Recipe | None = None) -> list[EpochRecord]:
     """Train ``model`` from iteration ``start`` to ``stop`` (exclusive) with per-step LR ``lr_schedule.lr(step)``.
 
@@ -157,6 +167,8 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     * The batch of iteration s depends only on (``seed``, s), so any run can be stopped and
       resumed from a checkpoint and produce the same result.
     * ``recipe`` supplies the loss's label smoothing and the gradient clipping (:class:`StepRule`).
+    * Validation and test are evaluated at every epoch boundary (``evaluate_every_epoch``) and at
+      ``stop`` (unless ``evaluate_at_end=False``: a rewind checkpoint replayed, a timing probe).
     """
     rule = StepRule.of(data, recipe)
     spe = steps_per_epoch(data.n_train, batch_size)
@@ -201,7 +213,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
                 loss_sum = captured.loss_sum
             captured(lr, i)
         elif use_graphs:
-            x, y = next(batches)
+            x, y = _next_batch(batches, data, step)
             if isinstance(x, tuple):
                 raise ValueError("cuda_graphs=True replays fixed-shape tensor batches; this data gives tuples of "
                                  "inputs (e.g. translation, whose batches change length): use cuda_graphs=False")
@@ -212,7 +224,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
                 loss_sum = captured.loss_sum
             captured(lr, to_memory_format(x, hardware), y)
         else:
-            x, y = next(batches)
+            x, y = _next_batch(batches, data, step)
             x = _in_format(x, hardware)
             sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule)
         loss_count += 1
@@ -222,8 +234,9 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
         if done in save_at and on_save is not None:
             on_save(snapshot(model, optimizer, done))
         if done % spe == 0 or done == stop:
-            val = evaluate(model, data, "val", hardware) if evaluate_every_epoch or done == stop else float("nan")
-            test = evaluate(model, data, "test", hardware) if evaluate_every_epoch or done == stop else float("nan")
+            now = evaluate_every_epoch or (done == stop and evaluate_at_end)
+            val = evaluate(model, data, "val", hardware) if now else float("nan")
+            test = evaluate(model, data, "test", hardware) if now else float("nan")
             record = EpochRecord(epoch=done / spe, step=done, lr=lr,
                                  train_loss=loss_sum.item() / max(loss_count, 1), val_acc=val, test_acc=test)
             if not math.isfinite(record.train_loss):
@@ -273,14 +286,13 @@ class DenseRun:
 def train_dense(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, *, seed: int,
                 rewind_steps=(), hardware: Hardware = Hardware(), log=None, progress=None) -> DenseRun:
     """Train the dense network for T epochs from initialisation (paper §2), in memory, keeping
-    checkpoints (weights + momentum) at ``rewind_steps``. The run folders of :mod:`rewindkit.runner`
-    train the same thing as the plan :func:`techniques.dense_plan`."""
+    checkpoints (weights + momentum) at ``rewind_steps``: the engine's dense run of trial ``seed``
+    (:func:`techniques.run_plan` of :func:`techniques.dense_plan`, one CPU thread), bit for bit."""
+    from .techniques import dense_plan, run_plan  # the plan table lives above the loop
     schedule = recipe.schedule(data.n_train)
-    model = prepare_model(init_model(build, seed), hardware)
-    optimizer = make_optimizer(model, recipe, hardware)
     checkpoints: dict[int, TrainState] = {}
-    history = train_steps(model, optimizer, data, schedule, 0, schedule.total_steps, seed=seed,
-                          batch_size=recipe.batch_size, hardware=hardware, save_at=rewind_steps,
-                          on_save=lambda s: checkpoints.__setitem__(s.step, s), log=log, progress=progress,
-                          description="dense", recipe=recipe)
+    model, optimizer, history = run_plan(build, data, recipe, dense_plan(schedule), seed=seed, data_seed=seed,
+                                         hardware=hardware, save_at=rewind_steps,
+                                         on_save=lambda s: checkpoints.__setitem__(s.step, s), log=log,
+                                         progress=progress, description="dense")
     return DenseRun(model, snapshot(model, optimizer, schedule.total_steps), checkpoints, history, schedule)

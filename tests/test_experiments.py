@@ -147,7 +147,7 @@ def test_finished_runs_are_never_recomputed(grids, monkeypatch):
     out, g = grids
     def boom(*a, **k):
         raise AssertionError("recomputed")
-    monkeypatch.setattr(runner, "train_steps", boom)
+    monkeypatch.setattr(runner, "run_plan", boom)
     again = E.run_grid(SMOKE, "one_shot", out, progress=False)
     pd.testing.assert_frame_equal(again.results, g["one_shot"].results)
 
@@ -219,7 +219,7 @@ def test_resume_mid_run_from_checkpoint(tmp_path):
 def test_missing_rewind_checkpoint_is_regenerated_exactly(tmp_path):
     profile = P.get_profile("smoke", **CRASH_PROFILE)
     dense = E.dense_specs(profile)[0]
-    E.execute(dense, tmp_path, profile.hardware, rewind_steps={16})
+    E.execute(dense, tmp_path, profile.hardware, rewinds={("weight_rewinding", 2)})  # T − t = iteration 16
     saved = torch.load(tmp_path / "runs" / dense.id / "rewind" / "step_16.pt", weights_only=True)
     (tmp_path / "runs" / dense.id / "rewind" / "step_16.pt").unlink()
     store = E.RunStore(tmp_path)
@@ -258,7 +258,7 @@ def test_corrupt_run_file_gets_a_clear_error(tmp_path):
     ({"network": "resnet9"}, "unknown network 'resnet9'; valid networks: resnet20"),
     ({"techniques": ("fine_tuning", "magic")}, "unknown technique 'magic'; valid techniques"),
     ({"densities": (0.5, 1.5)}, r"density must be .*\(0, 1\]; got 1.5"),
-    ({"retrain_times": (2, 9)}, r"\(0, T\] = \(0, 4\] epochs; got 9"),
+    ({"retrain_times": (2, -1)}, r"retrain_times must hold retraining times t > 0 in epochs; got -1"),
     ({"structured_configs": ("resnet56_z",)}, "unknown filter-pruning config 'resnet56_z'"),
     ({"colour": "red"}, "unknown profile field 'colour'; valid fields: network"),
     ({"densities": 0.5}, r"densities must be a sequence, e.g. densities=\(0.5,\); got 0.5"),
@@ -271,6 +271,20 @@ def test_bad_profile_input(overrides, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         P.get_profile("smoke", **overrides)
     assert not (tmp_path / "runs").exists()
+
+
+def test_retrain_times_beyond_T_are_refused_by_the_grid_that_uses_them(tmp_path):
+    """epochs=2 on the smoke profile (issue 20 §5): its one-shot t grid (2, 4) and its iterative
+    budgets (4, 3, 4) exceed T; each grid names its own field, and only when it runs, before any run."""
+    profile = P.get_profile("smoke", epochs=2, milestones=(1,))  # accepted: the t fields are the grids' business
+    with pytest.raises(ValueError, match=r"retrain_times holds t = 4 epochs, beyond T = 2 \(recipe.epochs\) for the "
+                                         r"one_shot grid.*override retrain_times too"):
+        E.run_grid(profile, "one_shot", tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"iterative_retrain_times\['fine_tuning'\] holds t = 4 epochs, beyond T = 2"):
+        E.run_grid(profile, "iterative", tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()
+    fixed = P.get_profile(profile, retrain_times=(1, 2))
+    assert len(E.grid_specs(fixed, "one_shot")) > 0
 
 
 def test_unknown_profile_and_kind(tmp_path):

@@ -139,7 +139,14 @@ def test_a_registered_network_runs_a_grid_with_adam(registered, tmp_path):
     result = experiments.run_grid(profile, "one_shot", tmp_path, progress=False)
     r = result.results
     assert len(r) == 3 and set(r.technique) == {"fine_tuning", "weight_rewinding", "lr_rewinding"}
-    assert (r.network == "tiny_mlp").all() and r.test_acc.between(0, 1).all() and r.flops.isna().all()
+    assert (r.network == "tiny_mlp").all() and r.test_acc.between(0, 1).all()
+    # a plug-in network's FLOPs are counted too (issue 20 §5), fewer than the dense network's
+    from rewindkit.flops import forward_flops
+    dense_flops = forward_flops(build_tiny(data.make_synthetic(n_train=96, n_test=40, shape=(1, 12), num_classes=3,
+                                                               seed=4), 8), (1, 12))
+    assert ((r.flops > 0) & (r.flops < dense_flops)).all()
+    result = json.loads((tmp_path / "runs" / r.run_id[0] / "result.json").read_text())  # strict JSON
+    assert result["row"]["metric"] == "accuracy" and result["row"]["metric_label"] == "test accuracy"
     assert ((r.density - 0.5).abs() < 0.01).all()
     saved = Mask.load(tmp_path / "runs" / r.run_id[0] / "mask.pt")
     assert "embed_scale" in saved.weight_names and abs(saved.density() - r.density[0]) < 1e-12
