@@ -127,7 +127,13 @@ def check_training_data(data, batch_size: int, dataset: str, model=None, network
     if y.dim() == 1 and isinstance(classes, int) and y.numel() and not (0 <= int(y.min()) and int(y.max()) < classes):
         raise DataProtocolError(f"{where}: labels must lie in 0 … {classes - 1} (num_classes = {classes}); the first "
                                 f"batch has labels {int(y.min())} … {int(y.max())}")
-    if count_epoch:
+    if count_epoch:  # the user's own data: every evaluation label within the classes too
+        for split in EVAL_SPLITS:
+            for _, labels in data.eval_batches(split, 1000):
+                if labels.dim() == 1 and isinstance(classes, int) and labels.numel() and not (
+                        0 <= int(labels.min()) and int(labels.max()) < classes):
+                    raise DataProtocolError(f"{where}: {split} labels must lie in 0 … {classes - 1} (num_classes = "
+                                            f"{classes}); found {int(labels.min())} … {int(labels.max())}")
         count = sum(1 for _ in data.batches(batch_size, 0, 0, spe))
         if count < spe:
             raise DataProtocolError(f"{where} gave {count} training batches for epoch 0, where an epoch is {spe} "
@@ -148,4 +154,8 @@ def check_training_data(data, batch_size: int, dataset: str, model=None, network
                                                     or out.dim() != y.dim() + 1):
             raise DataProtocolError(f"network {network!r} gave outputs {_shape(out)} for {where}'s batch with labels "
                                     f"{_shape(y)}; cross-entropy needs one row of class scores per label")
+        if (getattr(data, "loss", None) is None and y.dim() == 1 and isinstance(classes, int)
+                and out.shape[-1] != classes):
+            raise DataProtocolError(f"network {network!r} gives {out.shape[-1]} class scores per example, but "
+                                    f"{where} has num_classes = {classes}")
 

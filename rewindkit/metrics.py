@@ -30,6 +30,8 @@ class Metric:
         """``value`` as a float, if it is finite and within :attr:`range`; else a clear error (a run
         whose metric is broken is not stored as finished)."""
         try:
+            if isinstance(value, (bool, str, bytes)):
+                raise TypeError
             number = float(value)
         except (TypeError, ValueError):
             raise MetricValueError(f"metric {self.name!r} returned {value!r} on the {split} split; it must "

@@ -199,7 +199,9 @@ def create(name: str, **options) -> nn.Module:
     ``mnist1d_resnet``, or (with torchvision) ``resnet34``, ``resnet50``. Options (``width``, ``projection``, ``bn_momentum``, ``depth`` for the
     1-D ResNet, ``num_classes``, ``in_channels``) are passed to the constructor."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        hint = (f" ({name!r} is a network built for its data: models.build({name!r}, data, **options))"
+                if plugins.get("network", name) is not None else "")
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}{hint}")
     try:
         return MODELS[name](**options)
     except TypeError as exc:

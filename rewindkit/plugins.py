@@ -141,24 +141,31 @@ def _code_text(obj) -> str:
         return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def _global_reads(code: types.CodeType) -> tuple[set[str], set[tuple[str, str]]]:
+def _global_reads(code: types.CodeType) -> tuple[set[str], set[tuple[str, ...]]]:
     """The global names ``code`` (and the code nested in it: lambdas, comprehensions) loads, and the
-    ``global.attribute`` pairs it reads (``config.HIDDEN``)."""
-    names, attrs = set(), set()
+    attribute chains it reads from them (``config.HIDDEN``, ``pkg.cfg.sizes.WIDTH``)."""
+    names, chains = set(), set()
     todo = [code]
     while todo:
         c = todo.pop()
-        last_global = None
+        chain: list[str] = []
         for ins in dis.get_instructions(c):
             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                if len(chain) > 1:
+                    chains.add(tuple(chain))
                 names.add(ins.argval)
-                last_global = ins.argval
+                chain = [ins.argval]
                 continue
-            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and last_global is not None:
-                attrs.add((last_global, ins.argval))
-            last_global = None
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and chain:
+                chain.append(ins.argval)
+                continue
+            if len(chain) > 1:
+                chains.add(tuple(chain))
+            chain = []
+        if len(chain) > 1:
+            chains.add(tuple(chain))
         todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-    return names, attrs
+    return names, chains
 
 
 class _Fingerprint:
@@ -198,17 +205,23 @@ class _Fingerprint:
             except ValueError:  # an empty cell (a name assigned later in the enclosing function)
                 continue
             self.value(content, f"closure variable {name!r} of {qual}")
-        names, attrs = _global_reads(code)
+        names, chains = _global_reads(code)
         scope = obj.__globals__
         for name in sorted(names):
             if name in scope:
                 self.feed(f"global {name}")
                 self.value(scope[name], f"global {name!r} read by {qual}")
-        for owner, attr in sorted(attrs):
-            module = scope.get(owner)
-            if inspect.ismodule(module) and _is_users_module(module) and hasattr(module, attr):
-                self.feed(f"attribute {owner}.{attr}")
-                self.value(getattr(module, attr), f"{owner}.{attr}, read by {qual}")
+        for chain in sorted(chains):  # through the user's own modules to the first value that is not one
+            current = scope.get(chain[0])
+            for depth, attr in enumerate(chain[1:], start=2):
+                if not (inspect.ismodule(current) and _is_users_module(current) and hasattr(current, attr)):
+                    break
+                current = getattr(current, attr)
+                if not inspect.ismodule(current):
+                    path = ".".join(chain[:depth])
+                    self.feed(f"attribute {path}")
+                    self.value(current, f"{path}, read by {qual}")
+                    break
 
     def value(self, v, where: str, depth: int = 0) -> None:
         if depth > 50:
@@ -232,6 +245,16 @@ class _Fingerprint:
                 self.value(item, f"{where} (an element)", depth + 1)
         elif _is_users(v):
             self.code(v, where)
+        elif isinstance(v, types.MethodType):  # a bound method: its function and the object it is bound to
+            self.feed("method")
+            self.value(v.__func__, where, depth + 1)
+            self.value(v.__self__, f"the object {where} is bound to", depth + 1)
+        elif _is_users(type(v)) and not isinstance(v, type):  # an instance of a class of the user's own
+            self.feed(f"instance:{type(v).__qualname__}")
+            self.code(type(v), where)
+            state = vars(v) if hasattr(v, "__dict__") else {
+                k: getattr(v, k) for k in getattr(type(v), "__slots__", ()) if hasattr(v, k)}
+            self.value(state, f"{where} (its attributes)", depth + 1)
         elif isinstance(v, (staticmethod, classmethod)):
             self.value(v.__func__, where, depth + 1)
         elif isinstance(v, property):

@@ -7,27 +7,26 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from . import data, distributed, models, plugins
+from .batches import DataProtocolError, check_training_data
 from .flops import forward_flops
 from .hardware import Hardware, prepare_model
-from .masks import Mask
+from .masks import Mask, prunable_weight_names
+from .metrics import evaluate, metric_of_network
 from .profiles import Profile
 from .recipe import Recipe
 from .runs import RunSpec, RunStore, canonical_json, provenance, setup_from_profile
 from .schedules import StepSchedule
 from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from .batches import check_training_data
-from .masks import prunable_weight_names
-from .metrics import metric_of_network
 from .techniques import StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan
 from .training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot
 
@@ -44,6 +43,11 @@ def load_dataset(setup: dict, device) -> data.Dataset:
     with _DATA_LOCK:
         if key not in _DATA_CACHE:
             ds = data.load(setup["dataset"], **setup["dataset_options"])
+            missing = _protocol_problems(ds)
+            if missing:
+                raise DataProtocolError(f"dataset {setup['dataset']!r} loaded a {type(ds).__name__}, which lacks "
+                                        f"{', '.join(missing)} of the training-data protocol "
+                                        f"(rewindkit.batches.TrainingData)")
             if setup["n_train"] is not None or setup["n_eval"] is not None:
                 ds = ds.subset(setup["n_train"], setup["n_eval"])
             _DATA_CACHE[key] = ds.to(device)
@@ -117,12 +121,13 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
     return TrainState.from_dict(load_torch(path, what="rewind checkpoint"))
 
 
-def check_run_setup(setup: dict, ds, build) -> None:
-    """Before a run trains (paper §3.1 needs something to prune): the network has prunable tensors,
-    and the data follow the training-data protocol at the first batch, the network taking them
-    (:func:`rewindkit.batches.check_training_data`); each error names the network or dataset."""
+def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> None:
+    """Before a run trains (paper §3.1 needs something to prune): the network has prunable tensors;
+    the data follow the training-data protocol at the first batch, the network taking them
+    (:func:`rewindkit.batches.check_training_data`); the network's metric exists, and a metric of
+    the user's own gives a valid value on the untrained network. Each error names its source."""
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # a look at the network draws nothing of the run's
-        model = build()
+        model = prepare_model(build(), hardware)
     if not prunable_weight_names(model):
         raise ValueError(f"network {setup['network']!r} has no prunable tensor: global magnitude pruning (§3.1) prunes "
                          f"the weights of Conv and Linear layers, and this network has none. Declare what may be "
@@ -130,6 +135,19 @@ def check_run_setup(setup: dict, ds, build) -> None:
     dataset = plugins.get("dataset", setup["dataset"])
     check_training_data(ds, Recipe(**setup["recipe"]).batch_size, setup["dataset"], model, setup["network"],
                         count_epoch=dataset is None or not dataset.builtin)
+    name = getattr(model, "metric", None) or getattr(ds, "metric", None) or "accuracy"
+    try:
+        metric = plugins.lookup("metric", name)
+    except ValueError as err:
+        raise ValueError(f"network {setup['network']!r} on dataset {setup['dataset']!r} is evaluated by {err}") from None
+    if not metric.builtin:
+        evaluate(model, ds, "val", hardware)  # its value checked (finite, within its range) before any training
+
+
+def _protocol_problems(ds) -> list[str]:
+    """What a loaded dataset lacks of the training-data protocol (:class:`rewindkit.batches.TrainingData`)."""
+    return [name for name in ("batches", "eval_batches", "n_train", "split_size", "to", "num_classes")
+            if not hasattr(ds, name)]
 
 
 def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), log=None) -> dict:
@@ -149,7 +167,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
     schedule = recipe.schedule(ds.n_train)  # the run's schedule and plan, computed once
     plan = spec.plan(schedule, recipe.fine_tune_lr)  # the dense run is a plan too: 0 → T from initialisation
     if spec.is_dense:
-        check_run_setup(spec.setup, ds, build)
+        check_run_setup(spec.setup, ds, build, hardware)
     started = time.time()
     folder.mkdir(parents=True, exist_ok=True)
     config = spec.config()

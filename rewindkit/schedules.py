@@ -176,7 +176,7 @@ class FunctionSchedule(_PerIteration):
                 lr = float(raw)
             except (TypeError, ValueError):
                 lr = math.nan
-            if not (math.isfinite(lr) and lr >= 0) or isinstance(raw, bool):
+            if not (math.isfinite(lr) and lr >= 0) or isinstance(raw, (bool, str, bytes)):
                 raise ScheduleValueError(f"schedule {self.name!r} gave the learning rate {raw!r} at step {step} "
                                          f"of {total}; a learning rate must be a finite number ≥ 0")
             values.append(lr)

@@ -159,6 +159,37 @@ def test_a_changed_global_closure_or_helper_constant_gives_new_run_ids(own):
     assert before[0] != after[0] and before[1] != after[1]
 
 
+def test_bound_methods_callable_objects_and_package_paths_are_fingerprinted_by_what_they_read():
+    """Found by a new user's session: a bound method's object state, and a value read through a
+    package path (``pkg.cfg.sizes.WIDTH``), changed without changing the run ids."""
+    class Builder:
+        def __init__(self, width):
+            self.width = width
+
+        def build(self, data):
+            return SmallCNN(1, data.num_classes, hidden=self.width)
+
+        __call__ = build
+    b = Builder(16)
+    before = plugins.fingerprint(b.build), plugins.fingerprint(b)
+    b.width = 64
+    after = plugins.fingerprint(b.build), plugins.fingerprint(b)
+    assert before[0] != after[0] and before[1] != after[1]
+    assert plugins.fingerprint(Builder(64).build) == after[0]
+
+    pkg = user_module("user_pkg", "")
+    pkg.cfg = user_module("user_pkg.cfg", "")
+    pkg.cfg.sizes = user_module("user_pkg.cfg.sizes", "WIDTH = 4")
+    reader = user_module("user_reader", """
+        import user_pkg
+        def build(data):
+            return user_pkg.cfg.sizes.WIDTH
+    """)
+    first = plugins.fingerprint(reader.build)
+    pkg.cfg.sizes.WIDTH = 5
+    assert plugins.fingerprint(reader.build) != first
+
+
 def test_values_that_cannot_be_fingerprinted_are_refused_by_name():
     rng = random.Random(0)
 
@@ -214,9 +245,9 @@ def test_a_metric_outside_its_range_stops_the_run_unfinished(own, tmp_path, valu
     plugins.register_metric("odd", lambda model, data, split: value, label="odd score", range=(0, 100))
     plugins.register_network("odd_cnn", build_cnn, metric="odd")
     profile = get_profile(own, network="odd_cnn")
-    with pytest.raises(MetricValueError, match=message):
+    with pytest.raises(MetricValueError, match=message):  # checked on the untrained network, before training
         experiments.run_grid(profile, "one_shot", tmp_path, progress=False)
-    assert not list((tmp_path / "runs").glob("*/result.json"))
+    assert not (tmp_path / "runs").exists()
     with pytest.raises(ValueError, match="range of metric 'bad' must have low < high"):
         plugins.register_metric("bad", lambda *a: 0.0, range=(1, 0))
 
@@ -256,6 +287,50 @@ def test_the_data_protocol_is_checked_at_the_first_batch_naming_the_dataset(own,
     with pytest.raises(DataProtocolError, match=message):
         experiments.run_grid(own, "one_shot", tmp_path, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+class ShiftedEvalLabels(FewBatches):
+    def eval_batches(self, split, batch_size):
+        for x, y in self.inner.eval_batches(split, batch_size):
+            yield x, y + 20
+
+
+def test_evaluation_labels_output_width_metric_and_loader_are_checked_before_training(own, tmp_path):
+    cases = [
+        (lambda: ShiftedEvalLabels(), build_cnn, None, r"dataset 'small_data': val labels must lie in 0 … 2"),
+        (lambda: FewBatches(), lambda data: SmallCNN(1, 2), None,
+         "network 'small_cnn' gives 2 class scores per example, but dataset 'small_data' has num_classes = 3"),
+        (lambda: FewBatches(), build_cnn, "nosuch",
+         r"network 'small_cnn' on dataset 'small_data' is evaluated by unknown metric 'nosuch'; valid metrics: accuracy"),
+        (lambda: {"x": 1}, build_cnn, None,
+         r"dataset 'small_data' loaded a dict, which lacks batches, eval_batches.*rewindkit.batches.TrainingData"),
+    ]
+    for i, (load, build, metric, message) in enumerate(cases):
+        plugins.register_dataset("small_data", load, version=f"case {i}")
+        plugins.register_network("small_cnn", build, metric=metric, version=f"case {i}")
+        with pytest.raises(ValueError, match=message):
+            experiments.run_grid(own, "one_shot", tmp_path, progress=False)
+        assert not (tmp_path / "runs").exists(), message
+
+
+def test_strings_are_not_numbers():
+    plugins.register_schedule("neg", lambda step, total, recipe: "0.1")
+    with pytest.raises(ScheduleValueError, match="gave the learning rate '0.1' at step 0"):
+        Recipe(epochs=2, batch_size=32, lr_schedule="neg").schedule(96)
+    plugins.unregister("schedule", "neg")
+    from rewindkit.metrics import get_metric
+    plugins.register_metric("odd", lambda model, data, split: "0.5")
+    try:
+        metric = get_metric("odd")
+        with pytest.raises(MetricValueError, match="returned '0.5' on the test split; it must return a number"):
+            metric.check(metric.evaluate(None, None, "test", None), "test")
+    finally:
+        plugins.unregister("metric", "odd")
+
+
+def test_create_points_a_plugin_to_build(own):
+    with pytest.raises(ValueError, match=r"unknown model 'small_cnn'.*models.build\('small_cnn', data"):
+        models.create("small_cnn")
 
 
 def test_running_out_of_batches_mid_run_names_the_dataset():
