@@ -14,7 +14,7 @@ Measured:
 * data: rewindkit's batched on-device crop+flip vs a per-sample pipeline feeding a DataLoader (how
   open_lth and most peers load CIFAR), images per second.
 * many runs at once: 8 independent runs (own masks, seeds, LRs) one by one vs as one vmapped batch
-  (``rewindkit.batched``), in run-iterations per second.
+  (``vmap_batched``), in run-iterations per second.
 * optionally the wall time of the laptop one-shot grid with 1 and 2 worker processes.
 
 Each configuration is timed in interleaved rounds; the reported time is the median over rounds of
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rewindkit import models, pruning  # noqa: E402
 from rewindkit.data import augment_crop_flip  # noqa: E402
-from rewindkit.masks import MaskEnforcer  # noqa: E402
-from rewindkit.hardware import Hardware, prepare_model  # noqa: E402
+from rewindkit.core.masks import MaskEnforcer  # noqa: E402
+from rewindkit.platform.hardware import Hardware, prepare_model  # noqa: E402
 from rewindkit.recipe import Recipe  # noqa: E402
 from rewindkit.training import make_optimizer  # noqa: E402
 from rewindkit.profiles import PROFILES  # noqa: E402
@@ -197,8 +197,8 @@ def bench_augmentation(device, rows, n=8192, batch=128):
 def bench_batched(device, rows, networks, n_runs=8):
     """N independent runs (own masks, seeds, LRs) trained one by one vs as one vmapped batch."""
     from rewindkit import data as D
-    from rewindkit.batched import RunSlot, train_batched
-    from rewindkit.schedules import ConstantSchedule
+    from vmap_batched import RunSlot, train_batched  # beside this file
+    from rewindkit.core.schedules import ConstantSchedule
     from rewindkit.training import snapshot
     from rewindkit.techniques import load_state
     from rewindkit.training import train_steps
@@ -278,7 +278,7 @@ def bench_epoch(device, networks, rows, epochs=2, variants=None, n=50_000):
     uint8 data resident on the device (50,000 images, batch 128, 390 steps), augmented there, dense
     vs 90% pruned, for each hardware variant. The first epoch is warm-up (compilation, cuDNN
     autotuning); the reported time is the median of the following ones."""
-    from rewindkit.schedules import StepSchedule
+    from rewindkit.core.schedules import StepSchedule
     from rewindkit.training import train_steps
 
     variants = variants or {
@@ -329,7 +329,7 @@ def bench_imagenet(device, rows, n_images=2048, batch=64, train=True):
     import numpy as np
     from PIL import Image
 
-    from rewindkit.imagenet import load_imagenet
+    from rewindkit.data.imagenet import load_imagenet
 
     with tempfile.TemporaryDirectory() as root:
         rng = np.random.default_rng(0)
@@ -389,7 +389,7 @@ def bench_mask_epochs(device, networks, rows, rounds=4, variants=None, n=50_000)
     """Masked vs dense whole epochs, interleaved round by round (dense, masked, dense, masked, …) so
     that clock and load drift cancel in the ratio; each round is one epoch through train_steps,
     CUDA-graph capture included (the same for both)."""
-    from rewindkit.schedules import StepSchedule
+    from rewindkit.core.schedules import StepSchedule
     from rewindkit.training import train_steps
 
     variants = variants or {"CUDA graph per step bf16 channels_last": Hardware(
@@ -456,7 +456,7 @@ _NUMERICS_EPOCH = """
 import sys, time, torch
 from rewindkit import data, models
 from rewindkit.profiles import PROFILES
-from rewindkit.hardware import Hardware
+from rewindkit.platform.hardware import Hardware
 from rewindkit.recipe import Recipe
 from rewindkit.training import train_dense
 torch.set_num_threads(1)
@@ -494,14 +494,14 @@ def bench_numerics(rows, rounds=5, epochs=3):
 
 
 def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
-    """Regenerate this device's rows of the shipped throughput table (``rewindkit/throughput.csv``,
+    """Regenerate this device's rows of the shipped throughput table (``rewindkit/engine/throughput.csv``,
     what ``rewindkit grid ... --plan`` reads): per profile and packing K, seconds per epoch of each
     run while K runs train at once on the device (:func:`rewindkit.costs.probe`: K threads, a CUDA
     stream each; one CPU thread per run on the CPU), timed over ``steps`` training steps. Prints the
     aggregate epochs per device-hour against K = 1 (issue 13: the many-runs-per-GPU target is ≥ 4×)."""
     import pandas as pd
 
-    from rewindkit import costs
+    from rewindkit.engine import costs
     from rewindkit.profiles import get_profile
     table = costs.load_throughput()
     measured = {}  # (profile, K) → aggregate epochs per device-hour
@@ -528,7 +528,7 @@ def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
             rows.append({"benchmark": f"epochs per device-hour ({name})", "variant": f"packing {packing}",
                          "value": round(per_hour, 1), "unit": "epochs/h", "ratio_vs_dense": round(per_hour / single, 3),
                          "target": "≥ 4× K=1 (ResNet-20/56 on one H100)" if packing > 1 else ""})
-    from rewindkit.storage import atomic_write_text
+    from rewindkit.platform.storage import atomic_write_text
     atomic_write_text(table.sort_values(["workload", "device", "packing"]).to_csv(index=False), costs.THROUGHPUT_TABLE)
     return measured
 
@@ -541,12 +541,12 @@ def stand_in_data(profile):
 
 def vmap_seconds_per_epoch(profile, packing, data=None, steps=24, fixed=4):
     """Seconds per epoch of each of ``packing`` runs trained as one vmapped batch
-    (:func:`rewindkit.batched.train_batched`: eager, one batched kernel per layer for all runs).
+    (:func:`vmap_batched.train_batched`: eager, one batched kernel per layer for all runs).
     Timed by difference — ``fixed + steps`` steps minus ``fixed`` steps — so the batch's set-up
     (stacking states, building templates, copying results back) cancels out."""
-    from rewindkit.batched import RunSlot, train_batched
-    from rewindkit.runner import load_dataset, model_builder
-    from rewindkit.runs import setup_from_profile
+    from vmap_batched import RunSlot, train_batched  # beside this file
+    from rewindkit.engine.runner import load_dataset, model_builder
+    from rewindkit.engine.runs import setup_from_profile
     from rewindkit.techniques import dense_plan, start_state
     from rewindkit.training import snapshot
 
@@ -571,7 +571,7 @@ def vmap_seconds_per_epoch(profile, packing, data=None, steps=24, fixed=4):
 
 def _probe_one_process(name, steps, barrier, results):
     """A worker process of :func:`processes_seconds_per_epoch`: one run, timed with the others."""
-    from rewindkit import costs
+    from rewindkit.engine import costs
     from rewindkit.profiles import get_profile
     profile = get_profile(name)
     results.put(costs.probe(profile, steps=steps, data=stand_in_data(profile), start_barrier=barrier).seconds_per_epoch)
@@ -611,10 +611,10 @@ def bench_mechanisms(profile_names, rows, packings, streams=None, steps=200, pro
     """K runs on one device three ways, at the same K (issue 25: settle the default): K threads each
     replaying its CUDA graph on its own stream (``Hardware.packing``; from ``streams``, the numbers
     :func:`bench_throughput` measured in this invocation), the K runs as one vmapped batch
-    (:mod:`rewindkit.batched`, eager), and K processes (up to ``max_processes``, timed over
+    (:mod:`vmap_batched`, eager), and K processes (up to ``max_processes``, timed over
     ``process_steps`` steps: each start costs seconds of a scarce GPU lease). Aggregate epochs per
     device-hour against one run."""
-    from rewindkit import costs
+    from rewindkit.engine import costs
     from rewindkit.profiles import get_profile
     streams = dict(streams or {})
     for name in profile_names:
@@ -652,8 +652,8 @@ def _kernel_times(profile, ds, graphs, steps):
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    from rewindkit.runner import model_builder
-    from rewindkit.runs import setup_from_profile
+    from rewindkit.engine.runner import model_builder
+    from rewindkit.engine.runs import setup_from_profile
     from rewindkit.techniques import dense_plan, start_state
     from rewindkit.training import steps_per_epoch, train_steps
     hw = replace(profile.hardware, cuda_graphs=graphs, packing=1)
@@ -703,14 +703,14 @@ def bench_profile(profile_names, rows, steps=40):
     (launches, scheduling, host work the device waits for). The same for the eager step."""
     from dataclasses import replace
 
-    from rewindkit import costs
+    from rewindkit.engine import costs
     from rewindkit.profiles import get_profile
     for name in profile_names:
         profile = get_profile(name)
         ds = stand_in_data(profile)
         if ds is None:
-            from rewindkit.runner import load_dataset
-            from rewindkit.runs import setup_from_profile
+            from rewindkit.engine.runner import load_dataset
+            from rewindkit.engine.runs import setup_from_profile
             ds = load_dataset(setup_from_profile(profile), "cpu")
         spe = profile.recipe.schedule(ds.n_train).steps_per_epoch
         one_epoch_of_warmup = ds.subset(n_train=20 * profile.recipe.batch_size).to(profile.hardware.device)
@@ -755,7 +755,7 @@ def main(argv=None):
                                                    "numerics", "throughput", "mechanisms", "profile"],
                         help="run only these parts")
     parser.add_argument("--profiles", nargs="*", default=["laptop"],
-                        help="throughput: the profiles whose seconds per epoch go into rewindkit/throughput.csv")
+                        help="throughput: the profiles whose seconds per epoch go into rewindkit/engine/throughput.csv")
     parser.add_argument("--packing", nargs="*", type=int, default=[1],
                         help="throughput: runs at once on the device to time (e.g. 1 2 4 8 16)")
     parser.add_argument("--csv", help="where to write the table")

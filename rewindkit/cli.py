@@ -23,7 +23,7 @@ from pathlib import Path
 
 def _grid(args) -> int:
     from .experiments import run_grid
-    from .profiles import get_profile, parse_overrides
+    from .engine.profiles import get_profile, parse_overrides
 
     profile = get_profile(args.profile, **parse_overrides(args.set))
     if args.workers is not None:
@@ -31,10 +31,10 @@ def _grid(args) -> int:
         profile = replace(profile, workers=args.workers)
     out = Path(args.out) if args.out else Path("runs") / profile.name
     if args.plan or args.probe:  # the cost of the grid; nothing is trained or written
-        from .costs import plan_report
+        from .engine.costs import plan_report
         print(plan_report(profile, args.kind, out, probe_device=args.probe))
         return 0
-    from . import distributed
+    from .platform import distributed
     distributed.init_from_env(profile.hardware.device)  # torchrun --nproc_per_node=N: data-parallel runs
     log = None if args.quiet or not distributed.is_primary() else (lambda line: print(line, flush=True))
     result = run_grid(profile, args.kind, out, progress=False if args.no_progress else None, log=log,
@@ -44,8 +44,8 @@ def _grid(args) -> int:
     print(f"{len(result.run_ids)} runs of the {args.kind} grid ({profile.name}) are in {out / 'runs'}")
     print(f"results table: {out / 'results.csv'}  dense runs: {out / 'base_results.csv'}")
     if len(result.results):
-        from .metrics import delta_label
-        from .reference import aggregate, best_achievable
+        from .core.metrics import delta_label
+        from .paper.reference import aggregate, best_achievable
         best = best_achievable(aggregate(result.results, result.base))
         table = best.pivot_table(index="density", columns="technique", values="delta_median").sort_index(ascending=False)
         print(f"best achievable {delta_label(profile.network)} (median over seeds):")
@@ -54,14 +54,14 @@ def _grid(args) -> int:
 
 
 def _notebooks(args) -> int:
-    from . import notebooks as nb
+    from .notebook import execution as nb
 
     params = {name: value for name, value in (args.parameter or [])}
     if args.profile:
         params["profile"] = args.profile
     paths = nb.resolve(args.names)
     outputs = nb.run_notebooks(paths, params, executed_dir=args.executed_dir, timeout=args.timeout)
-    from .workspace import out_root
+    from .notebook.workspace import out_root
     profile = params.get("profile", "laptop")
     figures = out_root() / "figures"  # where the notebooks write them ($REWINDKIT_OUT if set)
     print(f"executed notebooks: {Path(outputs[0]).parent if outputs else '-'}")
@@ -70,7 +70,7 @@ def _notebooks(args) -> int:
 
 
 def _profiles(args) -> int:
-    from .profiles import PROFILES, get_profile
+    from .engine.profiles import PROFILES, get_profile
 
     if args.name:
         print(json.dumps(get_profile(args.name).to_dict(), indent=2, default=list))
@@ -82,7 +82,7 @@ def _profiles(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .profiles import GRID_KINDS, PROFILES
+    from .engine.profiles import GRID_KINDS, PROFILES
 
     parser = argparse.ArgumentParser(prog="rewindkit", description="Rewinding vs fine-tuning in pruning "
                                      "(Renda, Frankle & Carbin, ICLR 2020): experiments and notebooks.")

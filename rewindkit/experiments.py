@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .executors import EXECUTORS, run_specs, run_specs_ray  # noqa: F401  (public names, importable from here)
-from .grids import (dense_specs, grid_specs, iterative_chain_times, iterative_specs, needed_rewinds,  # noqa: F401
+from .engine.executors import EXECUTORS, run_specs, run_specs_ray  # noqa: F401  (public names, importable from here)
+from .engine.grids import (dense_specs, grid_specs, iterative_chain_times, iterative_specs, needed_rewinds,  # noqa: F401
                     one_shot_specs, structured_specs)
-from .profiles import GRID_KINDS, Profile
-from .runner import (execute, load_dataset, load_model, lr_schedule, metrics, model_builder,  # noqa: F401
+from .engine.profiles import GRID_KINDS, Profile
+from .engine.runner import (execute, load_dataset, load_model, lr_schedule, metrics, model_builder,  # noqa: F401
                      rewind_checkpoint, setup_schedule)
-from .runs import RUNS_FORMAT, RunSpec, RunStore, provenance, setup_from_profile  # noqa: F401
-from .tables import BASE_COLUMNS, EXTRA_COLUMNS, RESULT_COLUMNS, tables, write_tables  # noqa: F401
-from .techniques import Technique
+from .engine.runs import RUNS_FORMAT, RunSpec, RunStore, provenance, setup_from_profile  # noqa: F401
+from .engine.tables import BASE_COLUMNS, EXTRA_COLUMNS, RESULT_COLUMNS, tables, write_tables  # noqa: F401
+from .core.techniques import Technique
 
 
 def dense_run(profile: Profile, seed: int, out) -> tuple[RunSpec, dict]:

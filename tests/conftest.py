@@ -1,7 +1,12 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# the vmap-batched trainer lives with the benchmark that weighs it (benchmarks/vmap_batched.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 os.environ.setdefault("REWINDKIT_PROGRESS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")  # unit tests only; notebooks are run without it

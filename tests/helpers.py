@@ -62,7 +62,7 @@ def train_in_segments(build, ds, recipe, initial, mask, segments, hardware=None,
     """Train from ``initial`` through ``segments`` [(a, b), …], with fresh model and optimizer
     objects for each segment as after a crash; return the final TrainState."""
     from rewindkit import techniques
-    from rewindkit.hardware import Hardware
+    from rewindkit.platform.hardware import Hardware
     from rewindkit.training import make_optimizer, snapshot, train_steps
     hardware = hardware or Hardware()
     sched = recipe.schedule(ds.n_train)

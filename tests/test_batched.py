@@ -3,7 +3,7 @@ import torch
 from helpers import assert_close_across_kernels, kernel_path_tolerance, momentum_buffers
 
 from rewindkit import data, models, pruning, techniques
-from rewindkit.batched import RunSlot, train_batched
+from vmap_batched import RunSlot, train_batched
 from rewindkit.recipe import Recipe
 from rewindkit.training import TrainState, make_optimizer, snapshot, train_dense, train_steps
 

@@ -10,10 +10,10 @@ import torch
 from helpers import assert_close_across_kernels, kernel_path_tolerance, momentum_buffers, train_in_segments
 
 from rewindkit import data, models, pruning, techniques
-from rewindkit.batched import RunSlot, train_batched
+from vmap_batched import RunSlot, train_batched
 from rewindkit.experiments import run_grid
 from rewindkit.profiles import get_profile
-from rewindkit.hardware import Hardware
+from rewindkit.platform.hardware import Hardware
 from rewindkit.recipe import Recipe
 from rewindkit.training import TrainState, make_optimizer, snapshot, train_dense, train_steps
 

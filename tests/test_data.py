@@ -120,8 +120,8 @@ def test_epoch_drawn_batches_are_the_per_iteration_batches(tmp_path):
     """The graph-safe data step (issue 13 §2): an epoch's indices, crops and flips drawn at its
     start and gathered by a device-tensor position give exactly the batch that iteration s's own
     generator gives — so a captured data step sees the same batches as the eager one."""
-    from rewindkit.batches import BatchOrder
-    from rewindkit.seeds import derive_seed
+    from rewindkit.core.batches import BatchOrder
+    from rewindkit.core.seeds import derive_seed
     ds = data.load_cifar10(fabricate_cifar(tmp_path / "c.tar.gz"))
     stream = data.BatchStream(ds, 16, seed=7)
     order = BatchOrder(ds.n_train, 16, 7)

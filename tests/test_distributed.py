@@ -6,8 +6,9 @@ import torch
 import torch.multiprocessing as mp
 
 from helpers import assert_close_across_kernels, kernel_path_tolerance, one_thread
-from rewindkit import data, distributed, models, pruning
-from rewindkit.hardware import Hardware, prepare_model
+from rewindkit import data, models, pruning
+from rewindkit.platform import distributed
+from rewindkit.platform.hardware import Hardware, prepare_model
 from rewindkit.recipe import Recipe
 from rewindkit.training import make_optimizer, train_steps
 

@@ -16,9 +16,9 @@ from helpers import one_thread
 from rewindkit import cli
 from rewindkit import experiments as E
 from rewindkit import profiles as P
-from rewindkit import runner
-from rewindkit.masks import Mask
-from rewindkit.storage import CorruptFileError
+from rewindkit.engine import runner
+from rewindkit.core.masks import Mask
+from rewindkit.platform.storage import CorruptFileError
 
 SMOKE = P.get_profile("smoke")
 
@@ -311,7 +311,7 @@ def test_parallel_workers_give_the_same_table(tmp_path, monkeypatch):
     """Every run trains with one CPU thread wherever it executes (hardware.run_threads): a grid run in
     this process trains with one thread whatever the caller's count (restored afterwards), and its
     table is bit-identical to one run by worker processes."""
-    from rewindkit import executors
+    from rewindkit.engine import executors
     profile = P.get_profile("smoke", **CRASH_PROFILE)
     seen = []
 
@@ -354,7 +354,7 @@ def test_cifar10_grid_end_to_end_on_fabricated_archive(tmp_path, monkeypatch):
 
 
 def test_profile_nests_recipe_and_hardware_with_dotted_and_flat_overrides():
-    from rewindkit.hardware import Hardware
+    from rewindkit.platform.hardware import Hardware
     from rewindkit.recipe import IMAGENET_RECIPE, Recipe
     assert P.get_profile("paper").recipe == Recipe()  # the paper profile's recipe is the paper's CIFAR recipe
     assert P.get_profile("imagenet").recipe is IMAGENET_RECIPE  # written once
@@ -397,7 +397,7 @@ def test_a_diverging_run_stops_with_a_clear_error_and_is_not_finished(tmp_path, 
 def test_a_full_disk_gets_a_clear_error_and_a_rerun_completes_the_same_table(tmp_path, monkeypatch, capsys):
     import errno
 
-    from rewindkit import storage
+    from rewindkit.platform import storage
     profile = P.get_profile("smoke", densities=(0.5,), techniques=("fine_tuning", "lr_rewinding"))
     with one_thread():
         want = E.run_grid(profile, "one_shot", tmp_path / "whole", progress=False).results
@@ -478,7 +478,7 @@ def test_runspec_checks_its_technique_and_reads_back_typed_pruning(tmp_path):
 
 
 def test_grid_cost_counts_what_the_profile_implies(tmp_path):
-    from rewindkit import costs
+    from rewindkit.engine import costs
     paper = P.get_profile("paper")
     cost = costs.grid_cost(paper, "one_shot")
     per_seed = len(paper.densities) * len(paper.techniques) * len(paper.retrain_times)
@@ -509,7 +509,7 @@ def test_plan_rows_and_profile_description_state_the_recipe():
 
 
 def test_plan_prints_the_grid_cost_and_writes_nothing(tmp_path, capsys):
-    from rewindkit import costs
+    from rewindkit.engine import costs
     out = tmp_path / "results"
     assert cli.main(["grid", "paper", "--kind", "one_shot", "--plan", "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -530,7 +530,7 @@ def test_plan_prints_the_grid_cost_and_writes_nothing(tmp_path, capsys):
 
 
 def test_plan_probe_times_this_device_and_a_running_grid_shows_an_eta(tmp_path, capsys):
-    from rewindkit import costs
+    from rewindkit.engine import costs
     threads = torch.get_num_threads()
     found = costs.probe(SMOKE, steps=5)
     assert found.packing == 1 and 0 < found.seconds_per_epoch < 60 and found.source.startswith("probe")
@@ -579,7 +579,7 @@ def test_packing_is_checked():
 def test_device_costs_of_the_named_grids_come_from_the_table():
     """Notebook 10's and the README's GPU-hours: runs and epochs of each named grid, times the table's
     seconds per epoch, over the runs at once (issue 13 §3)."""
-    from rewindkit import costs
+    from rewindkit.engine import costs
     table = pd.DataFrame([{"workload": costs.workload(P.get_profile("paper")), "device": "GPU X", "packing": k,
                            "seconds_per_epoch": s, "hardware": "fp32", "measured_by": "a test"}
                           for k, s in ((1, 2.0), (4, 4.0))])

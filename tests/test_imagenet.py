@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rewindkit import models, pruning
-from rewindkit.masks import Mask
+from rewindkit.core.masks import Mask
 from rewindkit.recipe import IMAGENET_RECIPE
 from rewindkit.training import make_optimizer
 
@@ -60,7 +60,8 @@ def test_imagenet_recipe():
 
 from helpers import fabricate_imagefolder  # noqa: E402
 
-from rewindkit import data, imagenet  # noqa: E402
+from rewindkit import data
+from rewindkit.data import imagenet  # noqa: E402
 from rewindkit.profiles import get_profile  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def test_folder_scan_and_the_authors_validation_split(folder, monkeypatch):
 def test_both_datasets_satisfy_the_training_data_protocol(folder):
     """The in-memory Dataset and the streamed ImageFolderData give a run the same things, with one
     definition of the batch order: the examples of iteration s are those BatchOrder gives it."""
-    from rewindkit.batches import BatchOrder, TrainingData
+    from rewindkit.core.batches import BatchOrder, TrainingData
     streamed = imagenet.load_imagenet(folder, workers=0)
     memory = data.make_synthetic(n_train=24, n_test=10, num_classes=3)
     for ds in (streamed, memory):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rewindkit import models
-from rewindkit.masks import prunable_weight_names
+from rewindkit.core.masks import prunable_weight_names
 
 
 def prunable_count(model):
@@ -72,7 +72,7 @@ def test_dense_flops_equal_the_authors_stored_counts(name, stored, macs):
     """The released base runs store these FLOPs for every dense network (reference CSV); the
     multiply-accumulate count stays available beside them."""
     from rewindkit import reference
-    from rewindkit.flops import forward_flops, forward_macs
+    from rewindkit.core.flops import forward_flops, forward_macs
     base = reference.load_base()
     assert set(base[base.network == name].flops.dropna()) == {stored}
     model = models.create(name)
@@ -82,7 +82,7 @@ def test_dense_flops_equal_the_authors_stored_counts(name, stored, macs):
 
 def test_flops_count_only_unpruned_weights():
     from rewindkit import pruning
-    from rewindkit.flops import forward_flops
+    from rewindkit.core.flops import forward_flops
     model = models.create("resnet20")
     dense = forward_flops(model, (3, 32, 32))
     assert forward_flops(model, (3, 32, 32), pruning.global_magnitude(model, 1.0)) == dense

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from rewindkit import cli
-from rewindkit import notebooks as nb
+from rewindkit.notebook import execution as nb
 from rewindkit.experiments import RESULT_COLUMNS
 
 NOTEBOOKS = [p.stem for p in nb.list_notebooks()]

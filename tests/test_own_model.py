@@ -13,13 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from rewindkit import data, experiments, models, plugins, pruning, runner, techniques, training
-from rewindkit.batches import DataProtocolError
-from rewindkit.metrics import MetricValueError, metric_of_network
+from rewindkit import data, experiments, models, plugins, pruning, techniques, training
+from rewindkit.engine import runner
+from rewindkit.core.batches import DataProtocolError
+from rewindkit.core.metrics import MetricValueError, metric_of_network
 from rewindkit.profiles import get_profile
 from rewindkit.recipe import Recipe
-from rewindkit.runs import setup_from_profile
-from rewindkit.schedules import ScheduleValueError
+from rewindkit.engine.runs import setup_from_profile
+from rewindkit.core.schedules import ScheduleValueError
 
 
 class SmallCNN(nn.Module):
@@ -318,7 +319,7 @@ def test_strings_are_not_numbers():
     with pytest.raises(ScheduleValueError, match="gave the learning rate '0.1' at step 0"):
         Recipe(epochs=2, batch_size=32, lr_schedule="neg").schedule(96)
     plugins.unregister("schedule", "neg")
-    from rewindkit.metrics import get_metric
+    from rewindkit.core.metrics import get_metric
     plugins.register_metric("odd", lambda model, data, split: "0.5")
     try:
         metric = get_metric("odd")
@@ -377,7 +378,7 @@ def test_plugin_results_are_strict_json_with_flops_and_the_metric_label_survives
     plugins.unregister("network", "odd_cnn")
     plugins.unregister("metric", "odd")
     assert metric_of_network("odd_cnn").label in ("test accuracy", "odd score")
-    from rewindkit import metrics
+    from rewindkit.core import metrics
     metrics._FROM_RESULTS.clear()
     assert metric_of_network("odd_cnn").label == "test accuracy"
     experiments.write_tables(tmp_path)
@@ -386,7 +387,7 @@ def test_plugin_results_are_strict_json_with_flops_and_the_metric_label_survives
 
 
 def test_translation_results_are_strict_json(tmp_path):
-    from rewindkit.storage import atomic_write_json
+    from rewindkit.platform.storage import atomic_write_json
     atomic_write_json({"flops": float("nan"), "nested": [float("inf"), 1.0]}, tmp_path / "r.json")
     assert strict_json(tmp_path / "r.json") == {"flops": None, "nested": [None, 1.0]}
 
@@ -394,8 +395,8 @@ def test_translation_results_are_strict_json(tmp_path):
 # -- the engine, read for more of the same ----------------------------------------------------------------
 
 def test_compile_is_never_run_in_threads():
-    from rewindkit.executors import concurrency
-    from rewindkit.hardware import Hardware
+    from rewindkit.engine.executors import concurrency
+    from rewindkit.platform.hardware import Hardware
     assert concurrency(2, Hardware(), plugin_runs=True) == (1, 2)  # plug-ins: threads
     assert concurrency(2, Hardware(compile=True), plugin_runs=True) == (1, 1)  # but not with torch.compile
     assert concurrency(2, Hardware(compile=True), plugin_runs=False) == (2, 1)
@@ -404,7 +405,7 @@ def test_compile_is_never_run_in_threads():
 
 
 def test_bleu_networks_are_not_drawn_as_percentages():
-    from rewindkit import teaching_plots
+    from rewindkit.notebook import teaching_plots
     curves = {"fine_tuning": pd.DataFrame({"test_acc": [60.0, 70.0], "epoch": [1, 2], "lr": [0.1, 0.1]})}
     fig, _ = teaching_plots.retraining_curves(curves, dense_acc=75.0, network="gnmt_small")
     ax = fig.axes[0]
@@ -416,7 +417,7 @@ def test_bleu_networks_are_not_drawn_as_percentages():
 
 
 def test_rewind_replays_and_probes_evaluate_nothing(tmp_path, monkeypatch):
-    from rewindkit import costs
+    from rewindkit.engine import costs
     profile = get_profile("smoke", epochs=4, milestones=(2, 3), batch_size=16, n_train=128, n_eval=40,
                           densities=(0.3,), retrain_times=(2,), seeds=(1,))
     dense = experiments.dense_specs(profile)[0]
@@ -430,7 +431,7 @@ def test_rewind_replays_and_probes_evaluate_nothing(tmp_path, monkeypatch):
 
 def test_cli_says_where_the_figures_are(tmp_path, monkeypatch, capsys):
     from rewindkit import cli
-    from rewindkit import notebooks as nb
+    from rewindkit.notebook import execution as nb
     monkeypatch.setenv("REWINDKIT_OUT", str(tmp_path))
     monkeypatch.setattr(nb, "run_notebooks", lambda *a, **k: [])
     assert cli.main(["notebooks", "01", "--profile", "smoke"]) == 0

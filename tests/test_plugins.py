@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from rewindkit import data, experiments, plugins, pruning, techniques
-from rewindkit.masks import Mask
-from rewindkit.metrics import delta_label, metric_of_network
+from rewindkit.core.masks import Mask
+from rewindkit.core.metrics import delta_label, metric_of_network
 from rewindkit.profiles import get_profile
 from rewindkit.recipe import Recipe
-from rewindkit.runs import setup_from_profile
+from rewindkit.engine.runs import setup_from_profile
 from rewindkit.training import make_optimizer, snapshot, train_dense
 
 ADAM = Recipe(epochs=4, batch_size=32, lr=0.01, milestones=(2, 3), gamma=0.5, weight_decay=0.0, optimizer="adam",
@@ -101,7 +101,7 @@ def test_pruned_entries_and_their_adam_moments_stay_exactly_zero(ds):
             assert torch.count_nonzero(params[n].detach()[~mask[n]]) == 0, (tech, n)
         assert all(torch.isfinite(torch.tensor(r.train_loss)) for r in history)
     # the moments: one more Adam step under the enforcer leaves pruned moments at exactly zero
-    from rewindkit.masks import MaskEnforcer
+    from rewindkit.core.masks import MaskEnforcer
     model = build()
     model.load_state_dict(dense.final.model)
     opt = make_optimizer(model, ADAM)
@@ -141,7 +141,7 @@ def test_a_registered_network_runs_a_grid_with_adam(registered, tmp_path):
     assert len(r) == 3 and set(r.technique) == {"fine_tuning", "weight_rewinding", "lr_rewinding"}
     assert (r.network == "tiny_mlp").all() and r.test_acc.between(0, 1).all()
     # a plug-in network's FLOPs are counted too (issue 20 §5), fewer than the dense network's
-    from rewindkit.flops import forward_flops
+    from rewindkit.core.flops import forward_flops
     dense_flops = forward_flops(build_tiny(data.make_synthetic(n_train=96, n_test=40, shape=(1, 12), num_classes=3,
                                                                seed=4), 8), (1, 12))
     assert ((r.flops > 0) & (r.flops < dense_flops)).all()

@@ -5,7 +5,7 @@ import torch
 import torch.nn.utils.prune as tprune
 
 from rewindkit import models, pruning
-from rewindkit.masks import Mask, prunable_weight_names
+from rewindkit.core.masks import Mask, prunable_weight_names
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@ import torch
 from helpers import train_in_segments
 
 from rewindkit import data, models, pruning, techniques
-from rewindkit.masks import Mask, MaskEnforcer
+from rewindkit.core.masks import Mask, MaskEnforcer
 from rewindkit.recipe import Recipe
-from rewindkit.schedules import StepSchedule
+from rewindkit.core.schedules import StepSchedule
 from rewindkit.training import make_optimizer, snapshot, train_dense, train_steps
 
 RECIPE = Recipe(epochs=6, batch_size=32, lr=0.1, milestones=(3, 5), weight_decay=2e-4)
@@ -262,7 +262,7 @@ def test_loaded_momentum_takes_the_parameters_memory_layout(dense):
 
 
 def test_loading_a_state_keeps_the_optimizers_own_kernel_choice(dense):
-    from rewindkit.hardware import Hardware
+    from rewindkit.platform.hardware import Hardware
     model = build()
     optimizer = make_optimizer(model, RECIPE, Hardware(device="cuda"))  # fused (constructed on the CPU here)
     saved = dense.final  # saved by a foreach optimizer

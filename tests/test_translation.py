@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from rewindkit.batches import TrainingData
-from rewindkit.schedules import GnmtSchedule
-from rewindkit.seq2seq import Seq2Seq, prunable_parameter_names, sequence_loss
-from rewindkit.translation import BOS, EOS, PAD, bleu, corpus_bleu, detokenize, load_translation, tokenize
+from rewindkit.core.batches import TrainingData
+from rewindkit.core.schedules import GnmtSchedule
+from rewindkit.models.seq2seq import Seq2Seq, prunable_parameter_names, sequence_loss
+from rewindkit.data.translation import BOS, EOS, PAD, bleu, corpus_bleu, detokenize, load_translation, tokenize
 
 SMALL = dict(n_train=96, n_val=24, n_test=24, max_number=999_999)
 
@@ -70,7 +70,7 @@ def test_shapes_and_padding(data, char_data):
 
 
 def _indices(d, batch_size, seed, step):
-    from rewindkit.batches import BatchOrder
+    from rewindkit.core.batches import BatchOrder
     return BatchOrder(d.n_train, batch_size, seed).indices(step).tolist()
 
 
@@ -229,8 +229,8 @@ def test_translation_smoke_grid_writes_bleu_results_with_every_weight_masked(tmp
     import pandas as pd
 
     from rewindkit import cli
-    from rewindkit.masks import Mask
-    from rewindkit.tables import RESULT_COLUMNS
+    from rewindkit.core.masks import Mask
+    from rewindkit.engine.tables import RESULT_COLUMNS
     out = tmp_path / "grid"
     assert cli.main(["grid", "translation_smoke", "--kind", "one_shot", "--out", str(out), "--quiet", "--no-progress",
                      "--set", "densities=(0.3,)", "--set", "retrain_times=(4,)"]) == 0

@@ -25,7 +25,7 @@ import papermill
 import pytest
 
 from labdriver import NotebookPage, expected_figures, is_blank, is_explorer, prepare_notebook
-from rewindkit import notebooks as nb
+from rewindkit.notebook import execution as nb
 
 NOTEBOOKS = nb.list_notebooks()
 RUN_TIMEOUT = 900  # seconds for one notebook's Run All; a hang fails instead of blocking make test
@@ -89,7 +89,7 @@ def test_paper_style_keeps_the_interactive_mode_the_backend_set():
     at the first figure — inside ``paper_style()`` — and restoring it with the style hid every later
     figure of a notebook (it then leaked into the next ``plt.show()``, e.g. an explorer's output)."""
     import matplotlib
-    from rewindkit.plot_style import paper_style
+    from rewindkit.paper.style import paper_style
 
     was = matplotlib.is_interactive()
     try:

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import plugins
-from .batches import BatchOrder, split_validation
-from .seeds import derive_seed
-from .storage import atomic_write_bytes, data_dir
+from ..platform import registry as plugins
+from ..core.batches import BatchOrder, split_validation
+from ..core.seeds import derive_seed
+from ..platform.storage import atomic_write_bytes, data_dir
 from .translation import load_translation
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -96,11 +96,16 @@ class Dataset:
     def split_size(self, split: str) -> int:
         return int(getattr(self, f"{split}_y").shape[0])
 
+    def batch_stream(self, batch_size: int, seed: int) -> BatchStream:
+        """The graph-safe batch stream of a run (:class:`BatchStream`): what a CUDA-graphed training
+        step reads its batches from (the optional part of the training-data protocol)."""
+        return BatchStream(self, batch_size, seed)
+
     def batches(self, batch_size: int, seed: int, start: int, stop: int):
         """Training batches of iterations ``start`` … ``stop − 1`` (:class:`BatchStream`), each cut to
         this process's slice under torchrun."""
-        from .distributed import shard
-        stream = BatchStream(self, batch_size, seed)
+        from ..platform.distributed import shard
+        stream = self.batch_stream(batch_size, seed)
         for step in range(start, stop):
             x, y = stream.batch(step)
             yield shard(x), shard(y)

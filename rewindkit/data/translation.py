@@ -39,7 +39,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .batches import BatchOrder
+from ..platform import registry as plugins
+from ..core.batches import BatchOrder
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -178,7 +179,7 @@ class TranslationData:
         """Training batches of iterations ``start`` … ``stop − 1``: iteration s takes the pairs
         :class:`~rewindkit.batches.BatchOrder` (seed) gives it, so a batch is a function of (seed, s)
         alone; each cut to this process's slice under torchrun."""
-        from .distributed import shard
+        from ..platform.distributed import shard
         order = BatchOrder(self.n_train, batch_size, seed)
         for step in range(start, stop):
             idx = order.indices(step).to(self.device)
@@ -311,3 +312,8 @@ def bleu(model, data: TranslationData, split: str, batch_size: int = 500) -> flo
     """Corpus BLEU (0–100) of the greedy translations of ``split`` ("val" or "test") against its
     references (paper: validation BLEU picks t, test BLEU is reported)."""
     return corpus_bleu(translate(model, data, split, batch_size), data.references(split), data.target_level)
+
+
+# The metric these data define, in the one registry of metrics (stored in points, 0–100)
+plugins.register_builtin("metric", "bleu", lambda model, data, split, hardware: bleu(model, data, split),
+                         label="BLEU", scale=1.0, range=(0.0, 100.0))

@@ -19,7 +19,7 @@ from importlib import resources
 
 import pandas as pd
 
-from .metrics import metric_of_network
+from ..core.metrics import metric_of_network
 
 CELL = ["network", "pruning", "schedule", "technique", "density", "retrain_time"]
 CURVE = ["network", "pruning", "schedule", "technique", "density"]
@@ -29,7 +29,7 @@ PAPER_NETWORKS = ("resnet20", "resnet56", "resnet110", "resnet34", "resnet50", "
 
 @lru_cache(maxsize=None)
 def _read(name: str) -> pd.DataFrame:
-    with resources.files("rewindkit.reference_data").joinpath(name).open("rb") as f:
+    with resources.files("rewindkit.paper.reference_data").joinpath(name).open("rb") as f:
         return pd.read_csv(f)
 
 

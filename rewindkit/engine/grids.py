@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 from .profiles import GRID_KINDS, Profile
-from .pruning import FilterPruning, GlobalMagnitude
+from ..core.pruning import FilterPruning, GlobalMagnitude
 from .runs import RunSpec, setup_from_profile
-from .techniques import StartFrom, starts_from
+from ..core.techniques import StartFrom, starts_from
 
 
 def dense_specs(profile: Profile) -> list[RunSpec]:

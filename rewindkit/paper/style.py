@@ -11,9 +11,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import metrics
-from .storage import atomic_write_bytes, atomic_write_text
-from .techniques import CORE_TECHNIQUES, TECHNIQUES, Technique
+from ..core import metrics
+from ..platform.storage import atomic_write_bytes, atomic_write_text
+from ..core.techniques import CORE_TECHNIQUES, TECHNIQUES, Technique
 
 ALL = TECHNIQUES
 CORE = CORE_TECHNIQUES

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import plugins
+from ..platform import registry as plugins
 
 PROJECTIONS = ("every_stage", "transitions")
 

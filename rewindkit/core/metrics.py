@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import distributed, plugins
-from .hardware import autocast, forward_fn, to_memory_format
-from .translation import bleu
+from ..platform import distributed, registry as plugins
+from ..platform.hardware import autocast, forward_fn, to_memory_format
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,9 @@ def top1_accuracy(model: nn.Module, data, split: str, hardware) -> float:
     return correct.item() / data.split_size(split)
 
 
-def _bleu(model: nn.Module, data, split: str, hardware) -> float:
-    return bleu(model, data, split)
-
-
-# The kit's own metrics, in the one registry of metrics (rewindkit.plugins); accuracy is stored as
-# a fraction, BLEU in points
+# The kit's own metrics, in the one registry of metrics: accuracy, stored as a fraction (BLEU, in
+# points, is registered by the translation data that define it)
 plugins.register_builtin("metric", "accuracy", top1_accuracy, label="test accuracy", scale=100.0, range=(0.0, 1.0))
-plugins.register_builtin("metric", "bleu", _bleu, label="BLEU", scale=1.0, range=(0.0, 100.0))
 NETWORK_METRICS = {"gnmt": "bleu"}  # the paper's non-accuracy network in the released runs
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .batches import steps_per_epoch
-from . import plugins
+from ..platform import registry as plugins
 from .schedules import FunctionSchedule, GnmtSchedule, StepSchedule
 
 

@@ -27,14 +27,16 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed, numerics, plugins
-from .hardware import Hardware
+from ..platform.version import __version__
+
+from ..platform import distributed, numerics, registry as plugins
+from ..platform.hardware import Hardware
 from .profiles import Profile
-from .pruning import Pruning, pruning_from_dict
-from .schedules import StepSchedule
-from .storage import atomic_write_json, load_json
-from .seeds import canonical_json  # noqa: F401  (importable from here, as before)
-from .techniques import RetrainPlan, Technique, dense_plan, epochs_trained, plan_retraining, pruned_run_data_seed
+from ..core.pruning import Pruning, pruning_from_dict
+from ..core.schedules import StepSchedule
+from ..platform.storage import atomic_write_json, load_json
+from ..core.seeds import canonical_json  # noqa: F401  (importable from here, as before)
+from ..core.techniques import RetrainPlan, Technique, dense_plan, epochs_trained, plan_retraining, pruned_run_data_seed
 
 RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key data_seed)
 

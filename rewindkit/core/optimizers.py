@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .hardware import Hardware
+from ..platform.hardware import Hardware
 from .recipe import Recipe
 
 

@@ -1,4 +1,7 @@
-"""Many independent runs of one architecture, trained as one batched computation.
+"""Many independent runs of one architecture, trained as one batched computation (a benchmark's
+alternative, not part of the package: on an H200 it trained fewer epochs per GPU-hour than runs
+packed on CUDA streams at every K measured, and its kernels round differently from a run alone;
+``benchmarks/RESULTS.md``; equal to sequential runs within the derived float32 bound, ``tests/test_batched.py``).
 
 A one-shot grid is hundreds of retraining runs of the same network. On a GPU one small network
 leaves most of the device idle; :func:`train_batched` stacks the parameters, buffers, masks and
@@ -21,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .data import BatchStream, Dataset
-from .hardware import Hardware
-from .masks import Mask
-from .recipe import Recipe
-from .schedules import ConstantSchedule, StepSchedule
-from .training import TrainState, make_optimizer, snapshot
+from rewindkit.core.masks import Mask
+from rewindkit.core.recipe import Recipe
+from rewindkit.core.schedules import ConstantSchedule, StepSchedule
+from rewindkit.core.training import TrainState, make_optimizer, snapshot
+from rewindkit.data import BatchStream, Dataset
+from rewindkit.platform.hardware import Hardware
 
 
 @dataclass

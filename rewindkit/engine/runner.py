@@ -15,20 +15,22 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import data, distributed, models, plugins
-from .batches import DataProtocolError, check_training_data
-from .flops import forward_flops
-from .hardware import Hardware, prepare_model
-from .masks import Mask, prunable_weight_names
-from .metrics import evaluate, metric_of_network
+from .. import data, models
+
+from ..platform import distributed, registry as plugins
+from ..core.batches import DataProtocolError, check_training_data
+from ..core.flops import forward_flops
+from ..platform.hardware import Hardware, prepare_model
+from ..core.masks import Mask, prunable_weight_names
+from ..core.metrics import evaluate, metric_of_network
 from .profiles import Profile
-from .recipe import Recipe
+from ..core.recipe import Recipe
 from .runs import RunSpec, RunStore, canonical_json, provenance, setup_from_profile
-from .schedules import StepSchedule
-from .storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
+from ..core.schedules import StepSchedule
+from ..platform.storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from .techniques import StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan
-from .training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot
+from ..core.techniques import StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan
+from ..core.training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot
 
 _DATA_CACHE: dict[str, data.Dataset] = {}
 _DATA_LOCK = threading.Lock()  # packed runs (threads) load each dataset once

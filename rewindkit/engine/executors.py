@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from ..platform import distributed
 from .costs import duration, eta_seconds
 from .grids import needed_rewinds
-from .hardware import RUN_THREADS, Hardware, own_stream, run_threads
+from ..platform.hardware import RUN_THREADS, Hardware, own_stream, run_threads
 from .runner import execute
 from .runs import RunSpec, RunStore, uses_plugins
-from .training import progress_enabled
+from ..core.training import progress_enabled
 
 
 def _print_line(line: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import metrics
+from ..core import metrics
 from .runs import RunStore
-from .storage import atomic_write_text
+from ..platform.storage import atomic_write_text
 
 RESULT_COLUMNS = ["network", "pruning", "schedule", "technique", "density", "retrain_time", "trial",
                   "test_acc", "val_acc", "flops"]

@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .metrics import get_metric, metric_of_network
-from .plot_style import COLORS, MARKERS, check_techniques, delta_label, paper_style
-from .techniques import LABELS, TECHNIQUES
+from ..core.metrics import get_metric, metric_of_network
+from ..paper.style import COLORS, MARKERS, check_techniques, delta_label, paper_style
+from ..core.techniques import LABELS, TECHNIQUES
 
 
 def lr_schedules(plans: dict, total_steps: int, steps_per_epoch: int):

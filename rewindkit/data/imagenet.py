@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .batches import BatchOrder, split_validation
-from .seeds import derive_seed
-from .storage import data_dir
+from ..platform import distributed
+from ..core.batches import BatchOrder, split_validation
+from ..core.seeds import derive_seed
+from ..platform.storage import data_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

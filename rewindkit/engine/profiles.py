@@ -22,9 +22,9 @@ from __future__ import annotations
 import ast
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .hardware import Hardware
-from .recipe import GNMT_SCHEDULE_OPTIONS, IMAGENET_RECIPE, Recipe
-from .schedules import GnmtSchedule
+from ..platform.hardware import Hardware
+from ..core.recipe import GNMT_SCHEDULE_OPTIONS, IMAGENET_RECIPE, Recipe
+from ..core.schedules import GnmtSchedule
 
 GRID_KINDS = ("one_shot", "iterative", "structured")
 PAPER_RETRAIN_TIMES = (10, 30, 50, 70, 90, 110, 130, 150, 170, 182)  # t of the paper's CIFAR-10 grid (§4)
@@ -89,8 +89,9 @@ class Profile:
         self.validate()
 
     def validate(self) -> None:
-        from . import data, models, pruning
-        from .techniques import Technique
+        from .. import data, models
+        from ..core import pruning
+        from ..core.techniques import Technique
         if self.network not in models.network_names():
             raise ValueError(f"unknown network {self.network!r}; valid networks: {', '.join(models.network_names())}")
         if self.dataset not in data.dataset_names():

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
-from .storage import atomic_torch_save, load_tensor_dict
+from ..platform.storage import atomic_torch_save, load_tensor_dict
 
 
 _COUNTED_KEY = "__counted__"

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, metrics
+from ..platform import distributed
+
+from . import metrics
 from .batches import EVAL_SPLITS, DataProtocolError, TrainingData, steps_per_epoch
-from .data import BatchStream, Dataset
-from .hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, to_memory_format
+from ..platform.hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, to_memory_format
 from .masks import Mask, MaskEnforcer
 from .optimizers import clip_gradients, make_optimizer  # noqa: F401  (make_optimizer: importable from here)
 from .recipe import Recipe
@@ -122,7 +123,7 @@ def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: Mask
     loss_sum += loss.detach().float()
 
 
-def _gathered(stream: BatchStream, position: torch.Tensor, hardware: Hardware):
+def _gathered(stream, position: torch.Tensor, hardware: Hardware):
     x, y = stream.gather(position)
     return _in_format(x, hardware), y
 
@@ -150,7 +151,7 @@ def progress_enabled(flag: bool | None = None) -> bool:
     return os.environ.get("REWINDKIT_PROGRESS", "1").lower() not in ("0", "false", "no", "off")
 
 
-def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset,
+def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
                 lr_schedule: StepSchedule | ConstantSchedule, start: int, stop: int, *, seed: int,
                 batch_size: int, mask: Mask | None = None, hardware: Hardware = Hardware(),
                 save_at: Iterable[int] = (), on_save: Callable[[TrainState], None] | None = None,
@@ -187,9 +188,9 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Datase
     use_graphs = (hardware.cuda_graphs and hardware.is_cuda and not distributed.is_distributed()
                   and isinstance(optimizer, torch.optim.SGD))  # the captured step reads SGD's LR from a tensor
     # the in-memory datasets' data step (gather, crop, flip, standardise) joins the captured graph:
-    # it reads the batch position from a device tensor (BatchStream.gather), the same batches
-    if use_graphs and isinstance(data, Dataset):
-        stream, position = BatchStream(data, batch_size, seed), torch.zeros((), dtype=torch.long, device=data.device)
+    # it reads the batch position from a device tensor (``gather`` of the data's ``batch_stream``), the same batches
+    if use_graphs and hasattr(data, "batch_stream"):
+        stream, position = data.batch_stream(batch_size, seed), torch.zeros((), dtype=torch.long, device=data.device)
         batches = None
     else:
         batches = data.batches(batch_size, seed, start, stop)  # this rank's slice of each global batch
@@ -283,7 +284,7 @@ class DenseRun:
     schedule: StepSchedule
 
 
-def train_dense(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, *, seed: int,
+def train_dense(build: Callable[[], nn.Module], data: TrainingData, recipe: Recipe, *, seed: int,
                 rewind_steps=(), hardware: Hardware = Hardware(), log=None, progress=None) -> DenseRun:
     """Train the dense network for T epochs from initialisation (paper §2), in memory, keeping
     checkpoints (weights + momentum) at ``rewind_steps``: the engine's dense run of trial ``seed``

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .translation import BOS, EOS, PAD, sequence_loss  # noqa: F401  (sequence_loss: importable from here)
+from ..data.translation import BOS, EOS, PAD, sequence_loss  # noqa: F401  (sequence_loss: importable from here)
 
 ATTENTIONS = ("bahdanau", "dot")
 

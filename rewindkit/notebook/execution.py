@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from .profiles import PROFILES, parse_value
+from ..engine.profiles import PROFILES, parse_value
 
 DEFAULT_TIMEOUT = 1800
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import numerics
+from ..platform import numerics
 from .grids import grid_specs
-from .hardware import Hardware, own_stream, run_threads
+from ..platform.hardware import Hardware, own_stream, run_threads
 from .profiles import Profile
 from .runs import RunStore, canonical_json, setup_from_profile
 
@@ -133,7 +133,7 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
     import torch
 
     from .runner import load_dataset, model_builder
-    from .techniques import dense_plan, run_plan
+    from ..core.techniques import dense_plan, run_plan
     setup = setup_from_profile(profile)
     hardware = profile.hardware
     ds = load_dataset(setup, hardware.device) if data is None else data.to(hardware.device)  # data: a stand-in of the same shapes

@@ -30,8 +30,8 @@ from enum import Enum
 import torch
 from torch import nn
 
-from .data import Dataset
-from .hardware import Hardware, prepare_model, run_threads
+from .batches import TrainingData
+from ..platform.hardware import Hardware, prepare_model, run_threads
 from .masks import Mask
 from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
@@ -232,7 +232,7 @@ def pruned_run_data_seed(seed: int, technique, retrain_epochs: float, pruning, p
                                 level)
 
 
-def run_plan(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan: RetrainPlan, *, seed: int,
+def run_plan(build: Callable[[], nn.Module], data: TrainingData, recipe: Recipe, plan: RetrainPlan, *, seed: int,
              data_seed: int, mask: Mask | None = None, final: TrainState | None = None,
              rewind: TrainState | None = None, resume: tuple[nn.Module, torch.optim.Optimizer, int] | None = None,
              hardware: Hardware = Hardware(), save_at=(), on_save=None, on_epoch=None,
@@ -257,7 +257,7 @@ def run_plan(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan
     return model, optimizer, history
 
 
-def retrain(build: Callable[[], nn.Module], data: Dataset, recipe: Recipe, plan: RetrainPlan, mask, *,
+def retrain(build: Callable[[], nn.Module], data: TrainingData, recipe: Recipe, plan: RetrainPlan, mask, *,
             final: TrainState, rewind: TrainState | None = None, seed: int, data_seed: int | None = None,
             hardware: Hardware = Hardware(), log=None, progress=None,
             on_epoch=None) -> tuple[nn.Module, list[EpochRecord]]:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .notebooks import current_profile
+from .execution import current_profile
 
 
 def out_root() -> Path:
     if os.environ.get("REWINDKIT_OUT"):
         return Path(os.environ["REWINDKIT_OUT"]).resolve()
-    from .notebooks import repo_root
+    from .execution import repo_root
     try:
         return repo_root()
     except FileNotFoundError:
@@ -46,7 +46,7 @@ def show(markdown: str) -> None:
 
 
 def save_table(table: pd.DataFrame, name: str, profile: str) -> Path:
-    from .storage import atomic_write_text
+    from ..platform.storage import atomic_write_text
     path = figures_dir(profile) / f"{name}.csv"
     atomic_write_text(table.to_csv(index=False, float_format="%.6g"), path)
     return path
@@ -56,7 +56,7 @@ def setup(profile: str, family: str | None = None):
     """Resolve the profile for a notebook (``$REWINDKIT_PROFILE`` wins) and return
     ``(profile name, Profile, runs folder, figures folder)``. ``family="translation"`` maps a vision
     profile to its translation counterpart (smoke → translation_smoke, laptop → translation)."""
-    from .profiles import TRANSLATION_COUNTERPARTS, get_profile
+    from ..engine.profiles import TRANSLATION_COUNTERPARTS, get_profile
     name = current_profile(profile)
     if family == "translation":
         name = TRANSLATION_COUNTERPARTS.get(name, name)

@@ -1,0 +1,97 @@
+"""The one registry of named networks, datasets, metrics and learning-rate schedules: the kit's own
+(registered by the modules that define them, when the package is imported) and the user's
+(:mod:`rewindkit.plugins`), looked up by name everywhere, so a name means one thing. What identifies
+a user's plug-in in run ids is :meth:`Plugin.identity` (:mod:`rewindkit.platform.fingerprint`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .fingerprint import fingerprint
+
+KINDS = ("network", "dataset", "metric", "schedule")
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One registered plug-in: what to call, and what identifies it in run ids."""
+
+    kind: str
+    name: str
+    call: Callable
+    version: str | None  # given by the user; None: fingerprinted (:meth:`identity`)
+    options: dict = field(default_factory=dict)  # network: prunable, metric; metric: label, scale, range
+    builtin: bool = False  # one of the kit's own (identified by the kit's run ids, never by a fingerprint)
+    identified: tuple = ()  # further functions whose code joins the fingerprint (a network's prunable rule)
+
+    def identity(self) -> str:
+        """The ``version`` given at registration, else the fingerprint of the code and values it uses now."""
+        return self.version if self.version is not None else fingerprint(self.call, *self.identified)
+
+
+_REGISTRY: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
+
+
+def register_builtin(kind: str, name: str, call: Callable, **options) -> Plugin:
+    """For the kit's own modules: put one of the kit's networks, datasets, metrics or schedules in the registry."""
+    plugin = Plugin(kind, name, call, "", options, builtin=True)
+    _REGISTRY[kind][name] = plugin
+    return plugin
+
+
+def register(kind: str, name: str, call: Callable, version: str | None, identified=(), **options) -> Plugin:
+    """Put a plug-in of the user's in the registry (the checks of :mod:`rewindkit.plugins` done)."""
+    existing = _REGISTRY[kind].get(name)
+    if existing is not None and existing.builtin:
+        own = ", ".join(n for n, p in _REGISTRY[kind].items() if p.builtin)
+        raise ValueError(f"{name!r} is one of the kit's own {kind}s ({own}); choose another name")
+    plugin = Plugin(kind, name, call, version, options, identified=tuple(f for f in identified if f is not None))
+    plugin.identity()  # refuse now, with its name, a value that cannot be fingerprinted
+    _REGISTRY[kind][name] = plugin
+    return plugin
+
+
+def get(kind: str, name: str) -> Plugin | None:
+    """The plug-in ``name`` of ``kind`` (the kit's own or a registered one), or None."""
+    return _REGISTRY[kind].get(name)
+
+
+def lookup(kind: str, name: str) -> Plugin:
+    """The plug-in ``name`` of ``kind``; an unknown name is an error listing the valid ones."""
+    plugin = get(kind, name)
+    if plugin is None:
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(names(kind))}")
+    return plugin
+
+
+def names(kind: str) -> tuple[str, ...]:
+    """Every name of ``kind``: the kit's own first, then the registered ones."""
+    return tuple(_REGISTRY[kind])
+
+
+def user_names(kind: str) -> tuple[str, ...]:
+    """The names of ``kind`` registered by the user (not the kit's own)."""
+    return tuple(n for n, p in _REGISTRY[kind].items() if not p.builtin)
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove a registered plug-in (the kit's own cannot be removed)."""
+    plugin = _REGISTRY[kind].get(name)
+    if plugin is not None and plugin.builtin:
+        raise ValueError(f"{name!r} is one of the kit's own {kind}s and cannot be unregistered")
+    _REGISTRY[kind].pop(name, None)
+
+
+def identity(network: str, dataset: str, schedule: str) -> dict[str, str]:
+    """What identifies the plug-ins of the user's a run uses (``{"network:NAME": version, …}``;
+    empty for the kit's own networks, datasets and schedules, so their run ids stay as they were)."""
+    used = {}
+    for kind, name in (("network", network), ("dataset", dataset), ("schedule", schedule)):
+        plugin = get(kind, name)
+        if plugin is not None and not plugin.builtin:
+            used[f"{kind}:{name}"] = plugin.identity()
+            metric = get("metric", plugin.options["metric"]) if kind == "network" and plugin.options["metric"] else None
+            if metric is not None and not metric.builtin:
+                used[f"metric:{metric.name}"] = metric.identity()
+    return used

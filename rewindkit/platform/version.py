@@ -1,0 +1,3 @@
+"""The kit's version (recorded with every run's provenance)."""
+
+__version__ = "0.1.0"
