@@ -63,10 +63,10 @@ class StepRunner:
         self.hw = hw
         torch.manual_seed(0)
         if name == "mnist1d_resnet":
-            model = models.create(name, **LAPTOP_NET)
+            model = models.vision_network(name, **LAPTOP_NET)
             shape = (128, 1, 40)
         else:
-            model = models.create(name)
+            model = models.vision_network(name)
             shape = (128, 3, 32, 32)
         self.model = prepare_model(model, hw)
         self.x = torch.randn(shape, device=device)
@@ -206,11 +206,11 @@ def bench_batched(device, rows, networks, n_runs=8):
     for net in networks:
         if net == "mnist1d_resnet":
             ds = D.load("mnist1d").to(device)
-            build = lambda: models.create(net, **LAPTOP_NET)  # noqa: E731
+            build = lambda: models.vision_network(net, **LAPTOP_NET)  # noqa: E731
             steps = 31
         else:
             ds = D.make_synthetic(n_train=1024, n_test=16, shape=(3, 32, 32)).to(device)
-            build = lambda: models.create(net)  # noqa: E731
+            build = lambda: models.vision_network(net)  # noqa: E731
             steps = 3 if device == "cpu" else 50
         recipe = Recipe()
         slots = []
@@ -267,7 +267,7 @@ def dense_and_masked(net, hw, recipe=Recipe()):
     out = {}
     for style in ("dense", "masked"):
         torch.manual_seed(0)
-        model = prepare_model(models.create(net), hw)
+        model = prepare_model(models.vision_network(net), hw)
         out[style] = (model, make_optimizer(model, recipe, hw),
                       pruning.random_pruning(model, 0.1, seed=0) if style == "masked" else None)
     return out
@@ -365,7 +365,7 @@ def bench_imagenet(device, rows, n_images=2048, batch=64, train=True):
     if not str(device).startswith("cuda"):
         return
     hw = Hardware(device=device, bf16=True, channels_last=True)
-    model = prepare_model(models.create("resnet50"), hw)
+    model = prepare_model(models.vision_network("resnet50"), hw)
     opt = make_optimizer(model, Recipe(nesterov=True), hw)
     x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=device)
@@ -461,7 +461,7 @@ from rewindkit.recipe import Recipe
 from rewindkit.training import train_dense
 torch.set_num_threads(1)
 ds = data.load("mnist1d")
-build = lambda: models.create("mnist1d_resnet", **PROFILES["laptop"].model_options)
+build = lambda: models.vision_network("mnist1d_resnet", **PROFILES["laptop"].model_options)
 recipe = Recipe(epochs=int(sys.argv[1]), milestones=())
 start = time.perf_counter()
 train_dense(build, ds, recipe, seed=1, hardware=Hardware(channels_last=True), progress=False)

@@ -25,6 +25,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from rewindkit.core.masks import Mask
+from rewindkit.core.optimizers import decays
 from rewindkit.core.recipe import Recipe
 from rewindkit.core.schedules import ConstantSchedule, StepSchedule
 from rewindkit.core.training import TrainState, make_optimizer, snapshot
@@ -44,13 +45,9 @@ class RunSlot:
 
 
 def _decay_flags(model: nn.Module, recipe: Recipe) -> dict[str, float]:
-    flags = {}
-    for mod_name, module in model.named_modules():
-        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        for p_name, _ in module.named_parameters(recurse=False):
-            name = f"{mod_name}.{p_name}" if mod_name else p_name
-            flags[name] = 0.0 if (is_bn and not recipe.decay_batchnorm) else recipe.weight_decay
-    return flags
+    """Each parameter's weight decay, by the recipe's rule (:func:`rewindkit.core.optimizers.decays`)."""
+    return {f"{mod_name}.{p_name}" if mod_name else p_name: recipe.weight_decay if decays(module, recipe) else 0.0
+            for mod_name, module in model.named_modules() for p_name, _ in module.named_parameters(recurse=False)}
 
 
 def _momentum_buffers(model: nn.Module, recipe: Recipe, state: TrainState) -> dict[str, torch.Tensor | None]:

@@ -24,12 +24,13 @@ from pathlib import Path
 def _grid(args) -> int:
     from .experiments import run_grid
     from .engine.profiles import get_profile, parse_overrides
+    from .engine.runs import results_dir
 
     profile = get_profile(args.profile, **parse_overrides(args.set))
     if args.workers is not None:
         from dataclasses import replace
         profile = replace(profile, workers=args.workers)
-    out = Path(args.out) if args.out else Path("runs") / profile.name
+    out = Path(args.out) if args.out else results_dir(profile.name)
     if args.plan or args.probe:  # the cost of the grid; nothing is trained or written
         from .engine.costs import plan_report
         print(plan_report(profile, args.kind, out, probe_device=args.probe))
@@ -54,7 +55,7 @@ def _grid(args) -> int:
 
 
 def _notebooks(args) -> int:
-    from .notebook import execution as nb
+    from .notebook import workspace as nb
 
     params = {name: value for name, value in (args.parameter or [])}
     if args.profile:
@@ -82,7 +83,10 @@ def _profiles(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.costs import PROBE_STEPS
+    from .engine.executors import EXECUTORS
     from .engine.profiles import GRID_KINDS, PROFILES
+    from .notebook.workspace import DEFAULT_TIMEOUT
 
     parser = argparse.ArgumentParser(prog="rewindkit", description="Rewinding vs fine-tuning in pruning "
                                      "(Renda, Frankle & Carbin, ICLR 2020): experiments and notebooks.")
@@ -93,14 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile field (repeatable)")
     g.add_argument("--out", help="results folder (default runs/PROFILE)")
     g.add_argument("--workers", type=int, help="parallel worker processes (default: the profile's)")
-    g.add_argument("--executor", default="local", choices=("local", "ray"),
+    g.add_argument("--executor", default=EXECUTORS[0], choices=EXECUTORS,
                    help="run here (default) or as Ray tasks (pip install 'rewindkit[ray]')")
     g.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (also REWINDKIT_PROGRESS=0)")
     g.add_argument("--quiet", action="store_true", help="no per-run/per-epoch lines")
     g.add_argument("--plan", action="store_true", help="train nothing: print the grid's runs, epochs, what is "
                    "finished in --out and the estimated time on this device (from the shipped throughput table)")
-    g.add_argument("--probe", action="store_true", help="with --plan: time 20 training steps here instead of "
+    g.add_argument("--probe", action="store_true", help=f"with --plan: time {PROBE_STEPS} training steps here instead of "
                    "using the throughput table (for a device not in it)")
     g.set_defaults(func=_grid)
     n = sub.add_parser("notebooks", help="execute notebooks with papermill")
@@ -108,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--profile", help=f"profile parameter ({', '.join(PROFILES)})")
     n.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
     n.add_argument("--executed-dir", help="where executed copies go (default executed/)")
-    n.add_argument("--timeout", type=int, default=1800, help="per-cell execution timeout in seconds")
+    n.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="per-cell execution timeout in seconds")
     n.set_defaults(func=_notebooks)
     p = sub.add_parser("profiles", help="list profiles or show one")
     p.add_argument("name", nargs="?")

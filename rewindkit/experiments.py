@@ -18,9 +18,8 @@ from .engine.executors import EXECUTORS, run_specs, run_specs_ray  # noqa: F401 
 from .engine.grids import (dense_specs, grid_specs, iterative_chain_times, iterative_specs, needed_rewinds,  # noqa: F401
                     one_shot_specs, structured_specs)
 from .engine.profiles import GRID_KINDS, Profile
-from .engine.runner import (execute, load_dataset, load_model, lr_schedule, metrics, model_builder,  # noqa: F401
-                     rewind_checkpoint, setup_schedule)
-from .engine.runs import RUNS_FORMAT, RunSpec, RunStore, provenance, setup_from_profile  # noqa: F401
+from .engine.runner import execute, load_dataset, model_builder, rewind_checkpoint  # noqa: F401
+from .engine.runs import RUNS_FORMAT, RunSpec, RunStore, provenance, results_dir, setup_from_profile  # noqa: F401
 from .engine.tables import BASE_COLUMNS, EXTRA_COLUMNS, RESULT_COLUMNS, tables, write_tables  # noqa: F401
 from .core.techniques import Technique
 
@@ -49,7 +48,7 @@ def run_grid(profile: Profile, kind: str, out=None, *, techniques=None, workers:
              log_epochs: bool = False, executor: str = "local", ray_address: str | None = None) -> GridResult:
     """Run (or load from the cache) one of the paper's grids and return its tidy tables.
 
-    ``out`` defaults to ``runs/<profile name>``. ``results.csv`` there always holds every finished
+    ``out`` defaults to ``runs/<profile name>`` (:func:`results_dir`). ``results.csv`` there always holds every finished
     pruned run of the folder; the returned tables hold this grid's runs only. ``executor="ray"``
     submits the runs as Ray tasks (:func:`run_specs_ray`); the default runs them here, in
     ``workers`` processes.
@@ -60,7 +59,7 @@ def run_grid(profile: Profile, kind: str, out=None, *, techniques=None, workers:
         raise ValueError(f"unknown grid kind {kind!r}; valid kinds: {', '.join(GRID_KINDS)}")
     for tech in techniques or ():
         Technique.parse(tech)
-    out = Path(out if out is not None else Path("runs") / profile.name)
+    out = Path(out) if out is not None else results_dir(profile.name)
     specs = grid_specs(profile, kind, techniques)
     if executor == "ray":
         results = run_specs_ray(specs, out, profile.hardware, address=ray_address,

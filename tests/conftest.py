@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 # the vmap-batched trainer lives with the benchmark that weighs it (benchmarks/vmap_batched.py)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

@@ -11,7 +11,7 @@ RECIPE = Recipe(epochs=8, batch_size=32, lr=0.1, milestones=(4, 6), weight_decay
 
 
 def build():
-    return models.create("mnist1d_resnet", depth=8, width=4, num_classes=4)
+    return models.vision_network("mnist1d_resnet", depth=8, width=4, num_classes=4)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ REDUCTION = 32 * 16  # longest reduction of a step: a weight gradient over batch
 
 
 def build():
-    return models.create("mnist1d_resnet", depth=8, width=8, num_classes=4)
+    return models.vision_network("mnist1d_resnet", depth=8, width=8, num_classes=4)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def exact_fp32():
 @pytest.mark.parametrize("net", ["resnet20", "mnist1d_resnet"])
 def test_pruning_rules_give_the_same_masks_on_cuda_and_cpu(net):
     torch.manual_seed(0)
-    cpu_model = models.create(net)
-    gpu_model = models.create(net).cuda()
+    cpu_model = models.vision_network(net)
+    gpu_model = models.vision_network(net).cuda()
     gpu_model.load_state_dict(cpu_model.state_dict())
     for rule in (lambda m: pruning.global_magnitude(m, 0.2), lambda m: pruning.layerwise_magnitude(m, 0.3),
                  lambda m: pruning.random_pruning(m, 0.1, seed=3), lambda m: pruning.l1_filters(m, "generic_b", 2)):
@@ -226,7 +226,7 @@ def test_cuda_graph_with_its_data_step_equals_eager_with_cifar_augmentation(exac
                                 augmentation="cifar", per_image_standardization=True).to("cuda")
 
     def build20():
-        return models.create("resnet20", width=4, num_classes=4)
+        return models.vision_network("resnet20", width=4, num_classes=4)
 
     states = []
     for graphs in (False, True):

@@ -2,11 +2,11 @@ import io
 import pickle
 import tarfile
 
-import numpy as np
 import pytest
 import torch
 
 from rewindkit import data
+from rewindkit.data import cifar10
 
 from helpers import fabricate_cifar
 
@@ -44,7 +44,7 @@ def test_archive_with_foreign_objects_is_rejected(tmp_path):
     path = tmp_path / "evil.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            payload = pickle.dumps({b"data": data.Path("/etc")}, protocol=2) if name == "data_batch_1" else b"x"
+            payload = pickle.dumps({b"data": cifar10.Path("/etc")}, protocol=2) if name == "data_batch_1" else b"x"
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
@@ -102,7 +102,7 @@ def test_unknown_dataset():
 
 def test_download_verifies_the_checksum(tmp_path, monkeypatch):
     blob = fabricate_cifar(tmp_path / "fake.tar.gz").read_bytes()
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(blob))
+    monkeypatch.setattr(cifar10.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(blob))
     with pytest.raises(ValueError, match="wrong MD5.*not saved"):
         data.load_cifar10(tmp_path / "dl", download=True)
     assert not (tmp_path / "dl" / "cifar-10-python.tar.gz").exists()
@@ -111,7 +111,7 @@ def test_download_verifies_the_checksum(tmp_path, monkeypatch):
 def test_offline_download_fails_with_instructions(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise OSError("Network is unreachable")
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(cifar10.urllib.request, "urlopen", offline)
     with pytest.raises(FileNotFoundError, match="Put the standard python archive.*download failed: Network"):
         data.load_cifar10(tmp_path, download=True)
 

@@ -18,7 +18,7 @@ RECIPE = Recipe(epochs=3, batch_size=32, lr=0.1, milestones=(2,), weight_decay=2
 def _train():
     ds = data.make_synthetic(n_train=128, n_test=32, shape=(1, 16), num_classes=4, seed=3)
     torch.manual_seed(0)
-    model = prepare_model(models.create("mnist1d_resnet", depth=8, width=4, num_classes=4), Hardware())
+    model = prepare_model(models.vision_network("mnist1d_resnet", depth=8, width=4, num_classes=4), Hardware())
     optimizer = make_optimizer(model, RECIPE)
     mask = pruning.global_magnitude(model, 0.5)
     train_steps(model, optimizer, ds, RECIPE.schedule(ds.n_train), 0, 12, seed=1, batch_size=RECIPE.batch_size,

@@ -18,6 +18,7 @@ from rewindkit import experiments as E
 from rewindkit import profiles as P
 from rewindkit.engine import runner
 from rewindkit.core.masks import Mask
+from rewindkit.notebook import views
 from rewindkit.platform.storage import CorruptFileError
 
 SMOKE = P.get_profile("smoke")
@@ -274,14 +275,17 @@ def test_bad_profile_input(overrides, message, tmp_path):
 
 
 def test_retrain_times_beyond_T_are_refused_by_the_grid_that_uses_them(tmp_path):
-    """epochs=2 on the smoke profile (issue 20 §5): its one-shot t grid (2, 4) and its iterative
-    budgets (4, 3, 4) exceed T; each grid names its own field, and only when it runs, before any run."""
+    """epochs=2 on the smoke profile (issue 20 §5): its one-shot t grid (2, 4) exceeds T; the grid
+    names its field, only when it runs, before any run. The iterative budgets the profile derives
+    from T follow the new T; budgets written out are checked like the t grid."""
     profile = P.get_profile("smoke", epochs=2, milestones=(1,))  # accepted: the t fields are the grids' business
     with pytest.raises(ValueError, match=r"retrain_times holds t = 4 epochs, beyond T = 2 \(recipe.epochs\) for the "
                                          r"one_shot grid.*override retrain_times too"):
         E.run_grid(profile, "one_shot", tmp_path, progress=False)
+    assert profile.iterative_retrain_times == {"fine_tuning": 2, "weight_rewinding": 2, "lr_rewinding": 2}
+    written = P.get_profile(profile, iterative_retrain_times={"fine_tuning": 4, "lr_rewinding": 2})
     with pytest.raises(ValueError, match=r"iterative_retrain_times\['fine_tuning'\] holds t = 4 epochs, beyond T = 2"):
-        E.run_grid(profile, "iterative", tmp_path, progress=False)
+        E.run_grid(written, "iterative", tmp_path, progress=False)
     assert not (tmp_path / "runs").exists()
     fixed = P.get_profile(profile, retrain_times=(1, 2))
     assert len(E.grid_specs(fixed, "one_shot")) > 0
@@ -434,8 +438,8 @@ def test_evaluating_only_at_the_end_trains_the_same_weights_and_reports_the_same
     cols = ["technique", "density", "retrain_time", "test_acc", "val_acc"]
     pd.testing.assert_frame_equal(a.results[cols], b.results[cols])
     for x, y in ((a.base, b.base), (a.results, b.results)):
-        m_every = E.metrics(tmp_path / "every", x.run_id.iloc[0])
-        m_final = E.metrics(tmp_path / "final", y.run_id.iloc[0])
+        m_every = views.run_metrics(tmp_path / "every", x.run_id.iloc[0])
+        m_final = views.run_metrics(tmp_path / "final", y.run_id.iloc[0])
         assert len(m_every) == len(m_final) > 1 and m_every.val_acc.notna().all()
         assert m_final.val_acc.iloc[:-1].isna().all() and m_final.test_acc.iloc[:-1].isna().all()
         pd.testing.assert_frame_equal(m_every.iloc[[-1]], m_final.iloc[[-1]])
@@ -497,9 +501,9 @@ def test_grid_cost_counts_what_the_profile_implies(tmp_path):
 
 
 def test_plan_rows_and_profile_description_state_the_recipe():
-    from rewindkit.techniques import plan_retraining, plan_rows
-    sched = E.lr_schedule(SMOKE)
-    rows = plan_rows({t: plan_retraining(t, 2, sched) for t in ("fine_tuning", "weight_rewinding")})
+    from rewindkit.techniques import plan_retraining
+    sched = views.lr_schedule(SMOKE)
+    rows = views.plan_rows({t: plan_retraining(t, 2, sched) for t in ("fine_tuning", "weight_rewinding")})
     spe, T = sched.steps_per_epoch, sched.total_steps
     assert rows[0]["iterations"] == f"{T} → {T + 2 * spe}" and rows[0]["LR"] == f"constant {sched.final_lr:g}"
     assert rows[1]["starts from"] == "rewind" and rows[1]["rewind to iteration"] == T - 2 * spe
@@ -583,15 +587,15 @@ def test_device_costs_of_the_named_grids_come_from_the_table():
     table = pd.DataFrame([{"workload": costs.workload(P.get_profile("paper")), "device": "GPU X", "packing": k,
                            "seconds_per_epoch": s, "hardware": "fp32", "measured_by": "a test"}
                           for k, s in ((1, 2.0), (4, 4.0))])
-    rows = costs.device_costs("GPU X", table)
+    rows = views.device_costs("GPU X", table)
     paper = rows[rows.grid == "paper one-shot grid"]
     cost = costs.grid_cost(P.get_profile("paper"), "one_shot")
     assert paper["runs"].tolist() == [cost.runs] * 2 and paper["runs at once"].tolist() == [1, 4]
     assert paper["device-hours"].tolist() == [round(cost.epochs * 2.0 / 3600, 1), round(cost.epochs * 4.0 / 4 / 3600, 1)]
     figure = rows[rows.grid == "ResNet-56 one-shot accuracy-vs-time figure"]
     assert figure["runs"].iloc[0] == 3 + 3 * 4 * 10 * 3  # dense + 3 techniques × 4 densities × 10 t × 3 seeds
-    assert costs.device_costs("no such GPU", table).empty
+    assert views.device_costs("no such GPU", table).empty
     cpu = table.assign(device="cpu: a CPU")
-    both = costs.gpu_costs(pd.concat([table, cpu]))  # every GPU of the table, no CPU
-    assert costs.measured_gpus(pd.concat([table, cpu])) == ["GPU X"]
+    both = views.gpu_costs(pd.concat([table, cpu]))  # every GPU of the table, no CPU
+    assert views.measured_gpus(pd.concat([table, cpu])) == ["GPU X"]
     assert both["device"].unique().tolist() == ["GPU X"] and len(both) == len(rows)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from rewindkit import cli
-from rewindkit.notebook import execution as nb
+from rewindkit.notebook import workspace as nb
 from rewindkit.experiments import RESULT_COLUMNS
 
 NOTEBOOKS = [p.stem for p in nb.list_notebooks()]
@@ -33,6 +33,26 @@ def test_notebook_conventions():
         assert widgets, f"{path.name} has no interactive explorer"
         for c in widgets:
             assert {"skip-execution", "nbval-skip"} <= set(c["metadata"].get("tags", [])), path.name
+
+
+def unused_imports(code: str) -> list[str]:
+    """Names a notebook's code imports and never reads (``%`` magics left out)."""
+    import ast
+    code = "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+                     for line in code.split("\n"))
+    tree = ast.parse(code)
+    imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names}
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return sorted(imported - read)
+
+
+def test_notebooks_import_only_what_they_use():
+    assert unused_imports("import pandas as pd\nfrom x import a, b\nprint(a)\n") == ["b", "pd"]  # the check works
+    for path in nb.list_notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert not unused_imports(code), f"{path.name} imports but never uses {unused_imports(code)}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -329,9 +329,9 @@ def test_strings_are_not_numbers():
         plugins.unregister("metric", "odd")
 
 
-def test_create_points_a_plugin_to_build(own):
-    with pytest.raises(ValueError, match=r"unknown model 'small_cnn'.*models.build\('small_cnn', data"):
-        models.create("small_cnn")
+def test_vision_network_points_a_plugin_to_build(own):
+    with pytest.raises(ValueError, match=r"unknown vision network 'small_cnn'.*models.build\('small_cnn', data"):
+        models.vision_network("small_cnn")
 
 
 def test_running_out_of_batches_mid_run_names_the_dataset():
@@ -431,7 +431,7 @@ def test_rewind_replays_and_probes_evaluate_nothing(tmp_path, monkeypatch):
 
 def test_cli_says_where_the_figures_are(tmp_path, monkeypatch, capsys):
     from rewindkit import cli
-    from rewindkit.notebook import execution as nb
+    from rewindkit.notebook import workspace as nb
     monkeypatch.setenv("REWINDKIT_OUT", str(tmp_path))
     monkeypatch.setattr(nb, "run_notebooks", lambda *a, **k: [])
     assert cli.main(["notebooks", "01", "--profile", "smoke"]) == 0
@@ -475,7 +475,7 @@ def test_the_readme_library_example_is_the_grid_run_bit_for_bit(tmp_path):
     grid = experiments.run_grid(profile, "one_shot", tmp_path, progress=False)
     setup = setup_from_profile(profile)
     ds = runner.load_dataset(setup, "cpu")
-    build = lambda: models.create("mnist1d_resnet", **profile.model_options)  # noqa: E731  (as the README builds it)
+    build = lambda: models.vision_network("mnist1d_resnet", **profile.model_options)  # noqa: E731  (as the README builds it)
     recipe = profile.recipe
     schedule = recipe.schedule(ds.n_train)
     dense = training.train_dense(build, ds, recipe, seed=1, rewind_steps=techniques.rewind_steps_needed([2], schedule),

@@ -11,7 +11,7 @@ from rewindkit.core.masks import Mask, prunable_weight_names
 @pytest.fixture
 def resnet20():
     torch.manual_seed(0)
-    return models.create("resnet20")
+    return models.vision_network("resnet20")
 
 
 @pytest.mark.parametrize("density", [0.8, 0.5, 0.107, 0.02, 1.0])
@@ -95,12 +95,12 @@ def test_layerwise_and_random(resnet20):
     ("resnet110_a", "resnet110", 0.9773), ("resnet110_b", "resnet110", 0.6876),
 ])
 def test_structured_level1_density_matches_paper(config, net, paper):
-    mask = pruning.l1_filters(models.create(net), config, level=1)
+    mask = pruning.l1_filters(models.vision_network(net), config, level=1)
     assert abs(mask.density() - paper) < 0.003
 
 
 def test_structured_levels_decrease_density():
-    model = models.create("resnet56")
+    model = models.vision_network("resnet56")
     ds = [pruning.l1_filters(model, "resnet56_a", level).density() for level in (1, 2, 3, 4, 5)]
     assert all(a > b for a, b in zip(ds, ds[1:]))
     # paper: ResNet-56-A level 5 is CR 1.51x
@@ -109,7 +109,7 @@ def test_structured_levels_decrease_density():
 
 def test_structured_mask_removes_whole_filters_bn_and_next_channels():
     torch.manual_seed(0)
-    model = models.create("resnet56")
+    model = models.vision_network("resnet56")
     mask = pruning.l1_filters(model, "resnet56_b")
     # conv_2, stage 1: 0.6 × 16 = 9.6 filters, rounded stochastically as the authors did: the first
     # draw after random.seed(0) is 0.844 ≥ 0.6, so 9 are removed
@@ -130,7 +130,7 @@ def test_structured_mask_removes_whole_filters_bn_and_next_channels():
 
 
 def test_structured_bad_inputs():
-    model = models.create("resnet56")
+    model = models.vision_network("resnet56")
     with pytest.raises(ValueError, match="'resnet56_c'.*resnet56_a, resnet56_b, resnet110_a, resnet110_b"):
         pruning.l1_filters(model, "resnet56_c")
     with pytest.raises(ValueError, match="ResNet-110"):
@@ -138,11 +138,11 @@ def test_structured_bad_inputs():
     with pytest.raises(ValueError, match="level must be"):
         pruning.l1_filters(model, "resnet56_a", level=0)
     with pytest.raises(ValueError, match="no blocks"):
-        pruning.l1_filters(models.create("vgg16"), "generic_a")
+        pruning.l1_filters(models.vision_network("vgg16"), "generic_a")
 
 
 def test_mask_round_trip(tmp_path, resnet20):
-    mask = pruning.l1_filters(models.create("resnet56"), "resnet56_a")
+    mask = pruning.l1_filters(models.vision_network("resnet56"), "resnet56_a")
     mask.save(tmp_path / "mask.pt")
     loaded = Mask.load(tmp_path / "mask.pt")
     assert loaded.equal(mask) and loaded.density() == mask.density()
@@ -162,7 +162,7 @@ def test_l1_filter_levels_land_on_the_released_densities(network, config):
                       .density.unique(), reverse=True)
     assert len(released) == 5
     torch.manual_seed(0)
-    model = models.create(network)
+    model = models.vision_network(network)
     for level, want in zip(range(1, 6), released):
         mask = pruning.l1_filters(model, f"{network}_{config}", level)
         assert pruning.released_density(model, mask, f"{network}_{config}") == pytest.approx(want, abs=1e-6), level
@@ -170,7 +170,7 @@ def test_l1_filter_levels_land_on_the_released_densities(network, config):
 
 
 def test_nearest_rounding_stays_available_for_other_networks():
-    model = models.create("mnist1d_resnet", depth=8, width=16)
+    model = models.vision_network("mnist1d_resnet", depth=8, width=16)
     assert pruning.FILTER_CONFIGS["generic_b"].rounding == "nearest"
     mask = pruning.l1_filters(model, "generic_b", 1)  # 16 filters × 0.6 = 9.6 → 10 removed
     first = mask["stages.0.0.conv1.weight"].flatten(1).any(1)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from helpers import one_thread
 from rewindkit import experiments as E

@@ -269,14 +269,14 @@ def test_mask_heatmap_and_filter_norms():
 
     from rewindkit import models, pruning
     torch.manual_seed(0)
-    model = models.create("resnet20")
+    model = models.vision_network("resnet20")
     mask = pruning.global_magnitude(model, 0.2)
     fig, data = plots.mask_heatmap(mask)
     largest = max(mask.weight_names, key=lambda n: mask[n].numel())
     assert list(data.columns) == ["filter", "kept"] and len(data) == mask[largest].shape[0]
     assert data.kept.sum() == int(mask[largest].sum()) and largest in fig.axes[0].get_title()
     matplotlib.pyplot.close(fig)
-    model = models.create("resnet56")
+    model = models.vision_network("resnet56")
     mask = pruning.l1_filters(model, "resnet56_b")
     fig, data = plots.filter_norms(model, mask, 1)
     assert list(data.columns) == ["filter", "l1_norm", "kept"] and len(data) == 16

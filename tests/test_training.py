@@ -17,7 +17,7 @@ def ds():
 
 
 def build():
-    return models.create("mnist1d_resnet", depth=8, width=4, num_classes=4)
+    return models.vision_network("mnist1d_resnet", depth=8, width=4, num_classes=4)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_unknown_technique_names_the_choices(ds):
 
 def test_mask_enforcer_rejects_foreign_mask(ds):
     model = build()
-    other = models.create("resnet20")
+    other = models.vision_network("resnet20")
     with pytest.raises(ValueError, match="mask entry .* has shape|not a parameter"):
         MaskEnforcer(model, Mask.ones(other))
 
@@ -244,13 +244,13 @@ def test_retraining_never_modifies_the_saved_state(ds, dense):
 
 def test_loaded_momentum_takes_the_parameters_memory_layout(dense):
     """A state saved in NCHW, retrained channels_last: fused SGD needs equal strides (found on a GPU)."""
-    model = models.create("resnet20")
+    model = models.vision_network("resnet20")
     optimizer = make_optimizer(model, RECIPE)
     x = torch.randn(4, 3, 32, 32)
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
     optimizer.step()
     saved = snapshot(model, optimizer, 1)
-    target = models.create("resnet20").to(memory_format=torch.channels_last)
+    target = models.vision_network("resnet20").to(memory_format=torch.channels_last)
     opt2 = make_optimizer(target, RECIPE)
     techniques.load_state(target, opt2, saved)
     conv = target.stem.weight if hasattr(target, "stem") else next(p for p in target.parameters() if p.dim() == 4)
@@ -273,7 +273,7 @@ def test_loading_a_state_keeps_the_optimizers_own_kernel_choice(dense):
 
 def test_mask_factors_share_the_parameters_layout():
     """foreach multiplies fall back to one kernel per tensor when strides differ (seen on an H100)."""
-    model = models.create("resnet20").to(memory_format=torch.channels_last)
+    model = models.vision_network("resnet20").to(memory_format=torch.channels_last)
     enforcer = MaskEnforcer(model, pruning.random_pruning(model, 0.2, seed=1))
     assert any(p.dim() == 4 for p in enforcer.params)
     assert all(f.stride() == p.stride() and f.dtype == p.dtype for p, f in zip(enforcer.params, enforcer.factors))

@@ -18,13 +18,18 @@ from ..platform.hardware import Hardware
 from .recipe import Recipe
 
 
+def decays(module: nn.Module, recipe: Recipe) -> bool:
+    """Whether the recipe's weight decay applies to a module's own parameters: everywhere, except
+    BatchNorm's γ/β when the recipe leaves them undecayed (ImageNet, §2)."""
+    return recipe.decay_batchnorm or not isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
 def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    """The recipe's weight decay on every parameter, or on all but BatchNorm's γ/β."""
+    """The recipe's weight decay on every parameter, or on all but BatchNorm's γ/β (:func:`decays`)."""
     decay, no_decay = [], []
     for module in model.modules():
-        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
         for p in module.parameters(recurse=False):
-            (no_decay if is_bn and not recipe.decay_batchnorm else decay).append(p)
+            (decay if decays(module, recipe) else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

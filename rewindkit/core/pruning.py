@@ -22,6 +22,18 @@ from torch import nn
 from .masks import Mask
 
 
+KEEP_PER_LEVEL = 0.8  # each round of the paper's iterative pruning keeps 80% of the remaining weights (§5)
+ONE_SHOT_DIGITS, ITERATIVE_DIGITS = 6, 10  # how the grids write 0.8^k: run ids hash the rounded value
+
+
+def geometric_density(k: int, digits: int = ONE_SHOT_DIGITS) -> float:
+    """0.8^k, the density after k rounds of pruning 20%, rounded as the grids write it: a one-shot
+    density at :data:`ONE_SHOT_DIGITS` (the profiles' 0.8^k), an iterative level at
+    :data:`ITERATIVE_DIGITS` (the grids have always written them so; one rounding for both would
+    change every stored run id)."""
+    return round(KEEP_PER_LEVEL**k, digits)
+
+
 def _check_density(density: float) -> float:
     if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 < density <= 1.0:
         raise ValueError(f"density must be a fraction of weights kept in (0, 1]; got {density!r}")

@@ -133,12 +133,16 @@ class RetrainPlan:
         return seed if self.technique is None else derive_seed(seed, self.technique.value)
 
 
-def plan_rows(plans: dict[str, RetrainPlan]) -> list[dict]:
-    """One row per plan for display: where it starts, which iterations, which learning rates (§1)."""
-    return [{"technique": LABELS.get(name, name), "starts from": p.start_from.value, "rewind to iteration": p.rewind_step,
-             "iterations": f"{p.start_step} → {p.stop_step}",
-             "LR": "schedule replayed" if p.constant_lr is None else f"constant {p.constant_lr:g}"}
-            for name, p in plans.items()]
+def iterative_budgets(T: float, retrain_times) -> dict[str, float]:
+    """The fixed budget t of each technique in the paper's iterative comparison (§5.3, the authors'
+    ``force_all`` curves): fine-tuning, LR rewinding and reinitialization at T; weight rewinding and
+    low-LR weight rewinding at the largest t of the grid ≤ 0.9T (rewinding to initialisation, t = T,
+    breaks weight rewinding). Whole numbers stay ints, as profiles write them (run ids hash them)."""
+    times = sorted(set(float(t) for t in retrain_times))
+    wr = max((t for t in times if t <= 0.9 * T + 1e-9), default=times[0])
+    plain = (lambda t: int(t) if float(t).is_integer() else t)  # noqa: E731
+    return {"fine_tuning": plain(T), "lr_rewinding": plain(T), "weight_rewinding": plain(wr),
+            "low_lr_weight_rewinding": plain(wr), "reinitialization": plain(T)}
 
 
 def check_retrain_epochs(t, total_epochs: int) -> float:

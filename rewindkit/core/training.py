@@ -22,7 +22,7 @@ from ..platform import distributed
 
 from . import metrics
 from .batches import EVAL_SPLITS, DataProtocolError, TrainingData, steps_per_epoch
-from ..platform.hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, to_memory_format
+from ..platform.hardware import CapturedStep, Hardware, autocast, forward_fn, to_memory_format
 from .masks import Mask, MaskEnforcer
 from .optimizers import clip_gradients, make_optimizer  # noqa: F401  (make_optimizer: importable from here)
 from .recipe import Recipe
@@ -105,7 +105,7 @@ class StepRule:
         return cls(loss, recipe.label_smoothing, recipe.grad_clip_norm)
 
 
-def sgd_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: MaskEnforcer | None,
+def optimizer_step(forward: Callable, optimizer: torch.optim.Optimizer, enforcer: MaskEnforcer | None,
              hardware: Hardware, x, y: torch.Tensor, loss_sum: torch.Tensor, rule: StepRule = StepRule()) -> None:
     """One masked optimizer step (paper §3.1): loss, backward, gradients masked (and clipped),
     optimizer step (SGD or Adam), weights masked; the loss is added to ``loss_sum`` on the device
@@ -208,7 +208,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Traini
             stream.load_epoch(epoch)
             if captured is None:
                 captured = CapturedStep(
-                    lambda position, loss_sum: sgd_step(forward, optimizer, enforcer, hardware,
+                    lambda position, loss_sum: optimizer_step(forward, optimizer, enforcer, hardware,
                                                         *_gathered(stream, position, hardware), loss_sum, rule),
                     model, optimizer, (position,), data.device)
                 loss_sum = captured.loss_sum
@@ -220,14 +220,14 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Traini
                                  "inputs (e.g. translation, whose batches change length): use cuda_graphs=False")
             if captured is None:
                 captured = CapturedStep(
-                    lambda x, y, loss_sum: sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule),
+                    lambda x, y, loss_sum: optimizer_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule),
                     model, optimizer, (to_memory_format(x, hardware), y), data.device)
                 loss_sum = captured.loss_sum
             captured(lr, to_memory_format(x, hardware), y)
         else:
             x, y = _next_batch(batches, data, step)
             x = _in_format(x, hardware)
-            sgd_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule)
+            optimizer_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule)
         loss_count += 1
         done = step + 1
         if bar is not None:

@@ -42,6 +42,8 @@ VALIDATION_FRACTION = 9_984 / 50_000  # the authors' validation share of the ILS
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 DECODERS = ("cpu", "cuda")
 
+TRAIN_IMAGES = 1_281_167  # ILSVRC-2012's training set: the images of one ImageNet epoch
+
 
 def _torchvision():
     try:

@@ -297,17 +297,6 @@ def translate(model, data: TranslationData, split: str, batch_size: int = 500) -
     return out
 
 
-def examples(data: TranslationData, split: str = "test", n: int = 6, models: dict | None = None):
-    """The first ``n`` pairs of ``split`` as a table (source, reference) with, per named model in
-    ``models``, its greedy translation — what a pruned network still gets right."""
-    import pandas as pd
-    table = pd.DataFrame({"source": data.decode(data._get(split, "src")[:n], side="source"),
-                          "reference": data.references(split)[:n]})
-    for name, model in (models or {}).items():
-        table[name] = translate(model, data.subset(n_eval=n) if split != "train" else data, split)[:n]
-    return table
-
-
 def bleu(model, data: TranslationData, split: str, batch_size: int = 500) -> float:
     """Corpus BLEU (0–100) of the greedy translations of ``split`` ("val" or "test") against its
     references (paper: validation BLEU picks t, test BLEU is reported)."""

@@ -189,55 +189,6 @@ def plan_report(profile: Profile, kind: str, out=None, *, probe_device: bool = F
     return "\n".join(lines)
 
 
-# The grids whose cost a reader asks about first (issue 13): (what, profile, kind, profile overrides).
-# The ResNet-56 accuracy-vs-time figure is the paper's core techniques at the four densities that
-# notebook 03 draws: 3 techniques × 4 densities × 10 t × 3 seeds = 360 retraining runs.
-NAMED_GRIDS = (
-    ("ResNet-56 one-shot accuracy-vs-time figure", "paper", "one_shot",
-     {"techniques": ("fine_tuning", "weight_rewinding", "lr_rewinding"),
-      "densities": (0.512, 0.209715, 0.167772, 0.107374)}),
-    ("cifar_short one-shot grid", "cifar_short", "one_shot", {}),
-    ("paper one-shot grid", "paper", "one_shot", {}),
-)
-
-
-def device_costs(device: str, table: pd.DataFrame | None = None, grids=NAMED_GRIDS) -> pd.DataFrame:
-    """Runs, epochs and device-hours of each of ``grids`` on ``device`` (a name in the throughput
-    table, e.g. ``"NVIDIA H100 80GB HBM3"``), one row per packing measured there. Evaluation time
-    is not counted."""
-    from .profiles import get_profile
-    table = load_throughput() if table is None else table
-    rows = []
-    for what, name, kind, overrides in grids:
-        profile = get_profile(name, **overrides)
-        cost = grid_cost(profile, kind)
-        measured = table[(table["workload"] == workload(profile)) & (table["device"] == device)]
-        for _, row in measured.sort_values("packing").iterrows():
-            hours = cost.epochs * float(row["seconds_per_epoch"]) / int(row["packing"]) / 3600
-            rows.append({"grid": what, "profile": name, "runs": cost.runs, "training epochs": cost.epochs,
-                         "runs at once": int(row["packing"]), "s per epoch per run": float(row["seconds_per_epoch"]),
-                         "device-hours": round(hours, 1), "measured with": row["hardware"]})
-    return pd.DataFrame(rows, columns=["grid", "profile", "runs", "training epochs", "runs at once",
-                                       "s per epoch per run", "device-hours", "measured with"])
-
-
-def measured_gpus(table: pd.DataFrame | None = None) -> list[str]:
-    """The GPUs the throughput table has rows for (every device not named ``cpu: …``)."""
-    table = load_throughput() if table is None else table
-    return sorted(d for d in table["device"].unique() if not str(d).startswith("cpu:"))
-
-
-def gpu_costs(table: pd.DataFrame | None = None, grids=NAMED_GRIDS) -> pd.DataFrame:
-    """:func:`device_costs` on every GPU of the throughput table, a ``device`` column first (what
-    notebook 10 and the README show; no GPU's name written into either)."""
-    table = load_throughput() if table is None else table
-    frames = [device_costs(gpu, table, grids).assign(device=gpu) for gpu in measured_gpus(table)]
-    if not frames:
-        return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)
-    return out[["device"] + [c for c in out.columns if c != "device"]]
-
-
 def duration(seconds: float) -> str:
     """``42 s``, ``12 min``, ``3.4 h`` or ``2.1 days``."""
     if seconds < 90:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from .profiles import GRID_KINDS, Profile
-from ..core.pruning import FilterPruning, GlobalMagnitude
+from ..core.pruning import ITERATIVE_DIGITS, FilterPruning, GlobalMagnitude, geometric_density
 from .runs import RunSpec, setup_from_profile
 from ..core.techniques import StartFrom, starts_from
 
@@ -72,7 +72,7 @@ def iterative_specs(profile: Profile, techniques=None) -> list[RunSpec]:
                 parent = dense.id
                 for level in range(1, profile.iterative_levels + 1):
                     spec = RunSpec(dense.setup, dense.seed, tech, _plain(t),
-                                   GlobalMagnitude(round(0.8**level, 10)),
+                                   GlobalMagnitude(geometric_density(level, ITERATIVE_DIGITS)),
                                    "iterative", parent, dense.id, level)
                     specs.append(spec)
                     parent = spec.id

@@ -24,9 +24,18 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..platform.hardware import Hardware
 from ..core.recipe import GNMT_SCHEDULE_OPTIONS, IMAGENET_RECIPE, Recipe
+from ..core.pruning import geometric_density
 from ..core.schedules import GnmtSchedule
+from ..core.techniques import iterative_budgets
 
 GRID_KINDS = ("one_shot", "iterative", "structured")
+
+
+def chain_budgets(T: int, retrain_times) -> dict:
+    """A profile's iterative chains: fine-tuning, weight rewinding and LR rewinding at the paper's
+    fixed budgets for its t grid (:func:`rewindkit.core.techniques.iterative_budgets`)."""
+    budgets = iterative_budgets(T, retrain_times)
+    return {tech: budgets[tech] for tech in ("fine_tuning", "weight_rewinding", "lr_rewinding")}
 PAPER_RETRAIN_TIMES = (10, 30, 50, 70, 90, 110, 130, 150, 170, 182)  # t of the paper's CIFAR-10 grid (§4)
 NESTED = {"recipe": Recipe, "hardware": Hardware}  # sub-configurations of a profile (``--set recipe.epochs=8``)
 
@@ -47,14 +56,13 @@ class Profile:
     # the training recipe (paper §2), part of every run's identity
     recipe: Recipe = field(default_factory=Recipe)
     # one-shot grid (paper §4)
-    densities: tuple = tuple(round(0.8**k, 6) for k in range(1, 11))
+    densities: tuple = tuple(geometric_density(k) for k in range(1, 11))
     retrain_times: tuple = PAPER_RETRAIN_TIMES
     techniques: tuple = ("fine_tuning", "weight_rewinding", "lr_rewinding",
                          "low_lr_weight_rewinding", "reinitialization")
     # iterative chain: levels of 20% pruning; t per technique ("force_all" in the paper's plots, §5.3)
     iterative_levels: int = 17
-    iterative_retrain_times: dict = field(default_factory=lambda: {
-        "fine_tuning": 182, "weight_rewinding": 150, "lr_rewinding": 182})
+    iterative_retrain_times: dict | None = None  # None: the paper's fixed budgets for T and the t grid (chain_budgets)
     # and, per technique above, a chain at every t of this grid (empty: the fixed budgets only)
     iterative_retrain_grid: tuple = ()
     # reinitialization trains T + t epochs; True: at every t (the paper), False: once per cell at the
@@ -86,6 +94,8 @@ class Profile:
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise ValueError(f"{name} must be a sequence, e.g. {name}=({value!r},); got {value!r}")
             object.__setattr__(self, name, tuple(value))
+        if self.iterative_retrain_times is None:
+            object.__setattr__(self, "iterative_retrain_times", chain_budgets(self.recipe.epochs, self.retrain_times))
         self.validate()
 
     def validate(self) -> None:
@@ -197,15 +207,13 @@ PROFILES: dict[str, Profile] = {
         name="smoke", network="mnist1d_resnet", model_options={"depth": 8, "width": 4},
         dataset="mnist1d", n_train=256, n_eval=100, recipe=Recipe(epochs=4, batch_size=64, milestones=(2, 3)),
         densities=(0.5, 0.1), retrain_times=(2, 4),
-        iterative_levels=2, iterative_retrain_times={"fine_tuning": 4, "weight_rewinding": 3, "lr_rewinding": 4},
-        structured_configs=("generic_a", "generic_b"), structured_levels=(1, 3), seeds=(1,),
+        iterative_levels=2, structured_configs=("generic_a", "generic_b"), structured_levels=(1, 3), seeds=(1,),
         hardware=Hardware(device="cpu", channels_last=True), reinit_every_t=False),
     "laptop": Profile(
         name="laptop", network="mnist1d_resnet", model_options={"depth": 8, "width": 8},
         dataset="mnist1d", recipe=Recipe(epochs=8, batch_size=128, lr=0.2, milestones=(5, 7)),
-        densities=tuple(round(0.8**k, 6) for k in (4, 8, 12, 16)), retrain_times=(2, 4, 6, 8),
-        iterative_levels=8, iterative_retrain_times={"fine_tuning": 8, "weight_rewinding": 6, "lr_rewinding": 8},
-        structured_configs=("generic_a", "generic_b"), structured_levels=(1, 5), structured_retrain_times=(2, 8),
+        densities=tuple(geometric_density(k) for k in (4, 8, 12, 16)), retrain_times=(2, 4, 6, 8),
+        iterative_levels=8, structured_configs=("generic_a", "generic_b"), structured_levels=(1, 5), structured_retrain_times=(2, 8),
         structured_techniques=("fine_tuning", "weight_rewinding", "lr_rewinding", "reinitialization"),
         seeds=(1, 2, 3), hardware=Hardware(device="cpu", channels_last=True), workers=2, reinit_every_t=False,
         evaluate_every_epoch=False),
@@ -214,9 +222,8 @@ PROFILES: dict[str, Profile] = {
         hardware=_ONE_GPU),
     "cifar_short": Profile(
         name="cifar_short", network="resnet20", dataset="cifar10", recipe=Recipe(epochs=30, milestones=(15, 23)),
-        densities=tuple(round(0.8**k, 6) for k in (2, 4, 6, 8, 10)), retrain_times=(3, 9, 15, 23, 27, 30),
-        iterative_levels=10, iterative_retrain_times={"fine_tuning": 30, "weight_rewinding": 27, "lr_rewinding": 30},
-        structured_configs=("generic_a", "generic_b"),
+        densities=tuple(geometric_density(k) for k in (2, 4, 6, 8, 10)), retrain_times=(3, 9, 15, 23, 27, 30),
+        iterative_levels=10, structured_configs=("generic_a", "generic_b"),
         hardware=_ONE_GPU),
 }
 # Beyond vision (paper §2's GNMT at laptop scale): English → French number names, word level, a
@@ -233,27 +240,32 @@ PROFILES["translation"] = Profile(
     name="translation", network="gnmt_small", model_options={"embed": 16, "hidden": 32},
     dataset="translation", dataset_options={"source": "en", "target": "fr", "source_level": "word",
                                             "target_level": "word", "n_train": 512, "n_val": 250, "n_test": 250},
-    recipe=_TRANSLATION_RECIPE, densities=tuple(round(0.8**k, 6) for k in (4, 6, 8)), retrain_times=(8, 16, 32),
+    recipe=_TRANSLATION_RECIPE, densities=tuple(geometric_density(k) for k in (4, 6, 8)), retrain_times=(8, 16, 32),
     techniques=("fine_tuning", "weight_rewinding", "lr_rewinding"), iterative_levels=8,
-    iterative_retrain_times={"fine_tuning": 32, "weight_rewinding": 16, "lr_rewinding": 32}, structured_configs=(),
+    structured_configs=(),
     seeds=(1, 2, 3), hardware=Hardware(device="cpu"), workers=2, evaluate_every_epoch=False)
 PROFILES["translation_smoke"] = replace(
     PROFILES["translation"], name="translation_smoke",
     dataset_options={**PROFILES["translation"].dataset_options, "n_train": 128, "n_val": 32, "n_test": 32},
     recipe=replace(_TRANSLATION_RECIPE, epochs=4, batch_size=32, lr=1e-2, schedule_options={"warmup_steps": 4}),
-    densities=(0.5, 0.2), retrain_times=(2, 4), iterative_levels=2,
-    iterative_retrain_times={"fine_tuning": 4, "weight_rewinding": 2, "lr_rewinding": 4}, seeds=(1,), workers=1)
+    densities=(0.5, 0.2), retrain_times=(2, 4), iterative_levels=2, iterative_retrain_times=None,
+    seeds=(1,), workers=1)
 # The translation profile that stands in for each vision profile in notebook 11 (make test: smoke)
 TRANSLATION_COUNTERPARTS = {"smoke": "translation_smoke", "laptop": "translation"}
+
+
+def vision_counterpart(translation_profile: str) -> str:
+    """The vision profile a translation profile stands in for (:data:`TRANSLATION_COUNTERPARTS` read backwards)."""
+    return {t: v for v, t in TRANSLATION_COUNTERPARTS.items()}[translation_profile]
 # ImageNet (paper §2): torchvision ResNet-50 with the paper's ImageNet recipe, t = 9…90.
 PROFILES["imagenet"] = Profile(
     name="imagenet", network="resnet50", dataset="imagenet", recipe=IMAGENET_RECIPE,
     retrain_times=tuple(range(9, 91, 9)), iterative_levels=10,
-    iterative_retrain_times={"fine_tuning": 90, "weight_rewinding": 81, "lr_rewinding": 90},
     structured_configs=("resnet34_a", "resnet34_b"), structured_levels=(1,),
     hardware=Hardware(device="auto", bf16=True, channels_last=True))
 # ResNet-34 with the structured A/B configurations (paper §3.2)
 PROFILES["imagenet_resnet34"] = replace(PROFILES["imagenet"], name="imagenet_resnet34", network="resnet34")
+IMAGENET_PROFILES = ("imagenet", "imagenet_resnet34")  # the profiles that train on ImageNet (notebook 10)
 
 
 def parse_value(text: str):
@@ -314,7 +326,13 @@ def get_profile(name: str | Profile, **overrides) -> Profile:
         top.setdefault("dataset_options", {})
         top.setdefault("n_train", None)
         top.setdefault("n_eval", None)
-    return replace(base, **top)
+    profile = replace(base, **top)
+    # budgets the base derived from its T and t grid follow a new T or grid (unless given)
+    derived = base.iterative_retrain_times == chain_budgets(base.recipe.epochs, base.retrain_times)
+    if derived and "iterative_retrain_times" not in top and (
+            (profile.recipe.epochs, profile.retrain_times) != (base.recipe.epochs, base.retrain_times)):
+        profile = replace(profile, iterative_retrain_times=None)
+    return profile
 
 
 def parse_overrides(pairs) -> dict:

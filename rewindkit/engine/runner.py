@@ -23,9 +23,8 @@ from ..core.flops import forward_flops
 from ..platform.hardware import Hardware, prepare_model
 from ..core.masks import Mask, prunable_weight_names
 from ..core.metrics import evaluate, metric_of_network
-from .profiles import Profile
 from ..core.recipe import Recipe
-from .runs import RunSpec, RunStore, canonical_json, provenance, setup_from_profile
+from .runs import RunSpec, RunStore, canonical_json, provenance
 from ..core.schedules import StepSchedule
 from ..platform.storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
@@ -56,18 +55,6 @@ def load_dataset(setup: dict, device) -> data.Dataset:
             if torch.device(device).type == "cuda":  # other packed threads read it from their own streams
                 torch.cuda.current_stream(device).synchronize()
         return _DATA_CACHE[key]
-
-
-def setup_schedule(setup: dict) -> StepSchedule:
-    """The learning-rate schedule of a run setup's recipe on its training set (iterations per epoch
-    are ``n_train // batch_size``, so the data are loaded, once per process, to count them; the
-    engine itself computes a run's schedule once, where the run executes)."""
-    return Recipe(**setup["recipe"]).schedule(load_dataset(setup, "cpu").n_train)
-
-
-def lr_schedule(profile: Profile) -> StepSchedule:
-    """The learning-rate schedule of ``profile`` (what the notebooks plot)."""
-    return setup_schedule(setup_from_profile(profile))
 
 
 def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module]:
@@ -259,19 +246,3 @@ def rewind_steps_needed_by(rewinds, schedule: StepSchedule) -> set[int]:
     for technique, t in rewinds:
         steps |= rewind_steps_needed([t], schedule, [technique])
     return steps
-
-
-def metrics(out, run_id: str) -> pd.DataFrame:
-    """The per-epoch metrics of a run (``metrics.csv``)."""
-    path = Path(out) / "runs" / run_id / "metrics.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"no metrics for run {run_id} in {out}")
-    return pd.read_csv(path)
-
-
-def load_model(profile: Profile, out, run_id: str, device="cpu") -> torch.nn.Module:
-    """Rebuild a finished run's network with its final weights (a plain state_dict, no pickles)."""
-    setup = setup_from_profile(profile)
-    model = model_builder(setup, load_dataset(setup, device))()
-    model.load_state_dict(load_tensor_dict(Path(out) / "runs" / run_id / "final.pt", what="final weights"))
-    return model.to(device)

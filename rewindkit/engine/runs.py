@@ -146,6 +146,12 @@ class RunSpec:
                    cfg["schedule"], cfg["parent"], cfg["dense"], cfg["level"], cfg.get("data_seed"))
 
 
+def results_dir(profile_name: str, root=None) -> Path:
+    """Where a profile's grids keep their runs unless told otherwise: ``<root>/runs/<profile>`` (root:
+    the current folder; the notebooks' is :func:`rewindkit.notebook.workspace.out_root`)."""
+    return Path(root if root is not None else ".") / "runs" / profile_name
+
+
 class RunStore:
     """A results folder: ``<root>/rewindkit.json`` (format marker) and ``<root>/runs/<id>/``."""
 

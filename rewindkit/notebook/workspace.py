@@ -1,7 +1,13 @@
-"""Where notebooks put their runs and figures, and small display helpers.
+"""Where the notebooks run and put their runs and figures: the notebooks themselves, executed with
+papermill (what ``rewindkit notebooks`` and ``make reproduce`` do), and the folders they write.
 
-Everything goes under one root: ``$REWINDKIT_OUT`` if set (the test suite points it at a temporary
-folder), else the repository checkout, else the current folder (Colab). Runs are cached in
+Execution: parameter names are validated against each notebook's ``parameters`` cell (papermill
+only warns about unknown ones), values given as text are parsed as Python literals (papermill's API
+does not coerce types), the kernel is ``python3``, the working directory is the notebook's folder,
+every cell has an execution timeout, and a failing cell is reported with its index and error.
+
+Folders: everything goes under one root, ``$REWINDKIT_OUT`` if set (the test suite points it at a
+temporary folder), else the repository checkout, else the current folder (Colab). Runs are cached in
 ``<root>/runs/<profile>/``; figures go to ``<root>/figures/<profile>/`` (``figures/paper/`` for the
 reference figures).
 """
@@ -9,17 +15,111 @@ reference figures).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
 
-from .execution import current_profile
+from ..engine.profiles import PROFILES, TRANSLATION_COUNTERPARTS, get_profile, parse_value
+from ..engine.runs import results_dir
+from ..platform.storage import atomic_write_text
 
+DEFAULT_TIMEOUT = 1800
+
+
+def repo_root() -> Path:
+    """The checkout holding ``notebooks/`` (the package's parent folder in an editable install)."""
+    here = Path(__file__).resolve().parents[2]
+    if (here / "notebooks").is_dir():
+        return here
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "notebooks").is_dir() and (folder / "rewindkit").is_dir():
+            return folder
+    raise FileNotFoundError("cannot find the rewindkit notebooks/ folder; run from a clone of the repository")
+
+
+def notebook_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def list_notebooks() -> list[Path]:
+    return sorted(notebook_dir().glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve(names) -> list[Path]:
+    """Notebooks by file name, stem or number prefix (``03``, ``03_accuracy_vs_time``); all if empty."""
+    available = list_notebooks()
+    if not names:
+        return available
+    chosen = []
+    for name in names:
+        matches = [p for p in available if name in (p.name, p.stem, p.stem.split("_", 1)[0])]
+        if len(matches) != 1:
+            raise ValueError(f"unknown notebook {name!r}; valid notebooks: {', '.join(p.stem for p in available)}")
+        chosen.append(matches[0])
+    return chosen
+
+
+def notebook_parameters(path: Path) -> dict:
+    import papermill
+    return papermill.inspect_notebook(str(path))
+
+
+def check_parameters(path: Path, parameters: dict) -> dict:
+    """Parse text values and reject names the notebook's ``parameters`` cell does not define."""
+    known = notebook_parameters(path)
+    out = {}
+    for name, value in parameters.items():
+        if name not in known:
+            raise ValueError(f"notebook {path.stem} has no parameter {name!r}; its parameters: {', '.join(known)}")
+        out[name] = parse_value(value) if isinstance(value, str) else value
+    if "profile" in out and out["profile"] not in PROFILES:
+        raise ValueError(f"unknown profile {out['profile']!r}; valid profiles: {', '.join(PROFILES)}")
+    return out
+
+
+def run_notebooks(paths, parameters: dict | None = None, *, executed_dir=None, timeout: int = DEFAULT_TIMEOUT,
+                  log=print) -> list[Path]:
+    """Run each notebook through papermill; return the executed copies. Raises on the first failure."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    parameters = dict(parameters or {})
+    executed_dir = Path(executed_dir or repo_root() / "executed").resolve()
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    checked = {p: check_parameters(p, parameters) for p in paths}  # all names checked before any run
+    outputs = []
+    for path in paths:
+        target = executed_dir / path.name
+        started = time.time()
+        log(f"▶ {path.name}  {checked[path] or ''}")
+        try:
+            papermill.execute_notebook(str(path), str(target), parameters=checked[path], kernel_name="python3",
+                                       cwd=str(path.parent), progress_bar=False, execution_timeout=timeout,
+                                       log_output=False)
+        except PapermillExecutionError as exc:
+            raise RuntimeError(f"{path.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
+                               f"executed copy with the error: {target}") from None
+        log(f"✔ {path.name} in {time.time() - started:.0f} s → {target}")
+        outputs.append(target)
+    return outputs
+
+
+def current_profile(profile: str) -> str:
+    """The profile a notebook should use: ``$REWINDKIT_PROFILE`` (set by the test suite to force the
+    smoke profile under nbval) wins over the notebook's parameter."""
+    chosen = os.environ.get("REWINDKIT_PROFILE") or profile
+    if chosen not in PROFILES:
+        raise ValueError(f"unknown profile {chosen!r}; valid profiles: {', '.join(PROFILES)}")
+    return chosen
+
+
+# -- the folders notebooks write --------------------------------------------------------------------
 
 def out_root() -> Path:
     if os.environ.get("REWINDKIT_OUT"):
         return Path(os.environ["REWINDKIT_OUT"]).resolve()
-    from .execution import repo_root
     try:
         return repo_root()
     except FileNotFoundError:
@@ -27,7 +127,7 @@ def out_root() -> Path:
 
 
 def runs_dir(profile: str) -> Path:
-    return out_root() / "runs" / profile
+    return results_dir(profile, out_root())
 
 
 def figures_dir(profile: str) -> Path:
@@ -46,7 +146,6 @@ def show(markdown: str) -> None:
 
 
 def save_table(table: pd.DataFrame, name: str, profile: str) -> Path:
-    from ..platform.storage import atomic_write_text
     path = figures_dir(profile) / f"{name}.csv"
     atomic_write_text(table.to_csv(index=False, float_format="%.6g"), path)
     return path
@@ -56,7 +155,6 @@ def setup(profile: str, family: str | None = None):
     """Resolve the profile for a notebook (``$REWINDKIT_PROFILE`` wins) and return
     ``(profile name, Profile, runs folder, figures folder)``. ``family="translation"`` maps a vision
     profile to its translation counterpart (smoke → translation_smoke, laptop → translation)."""
-    from ..engine.profiles import TRANSLATION_COUNTERPARTS, get_profile
     name = current_profile(profile)
     if family == "translation":
         name = TRANSLATION_COUNTERPARTS.get(name, name)

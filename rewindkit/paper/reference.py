@@ -20,6 +20,8 @@ from importlib import resources
 import pandas as pd
 
 from ..core.metrics import metric_of_network
+from ..core.pruning import geometric_density
+from ..core.techniques import iterative_budgets
 
 CELL = ["network", "pruning", "schedule", "technique", "density", "retrain_time"]
 CURVE = ["network", "pruning", "schedule", "technique", "density"]
@@ -108,13 +110,14 @@ def best_achievable(agg: pd.DataFrame, by: str = "val_median") -> pd.DataFrame:
     return best.sort_values(CURVE).reset_index(drop=True)
 
 
+# The four densities of the paper's ResNet-56 accuracy-vs-retraining-time figure (§4): 0.8^{3, 7, 8, 10}
+FIGURE_DENSITIES = tuple(geometric_density(k) for k in (3, 7, 8, 10))
+
+
 def force_all_times(available_times, T: float) -> dict[str, float]:
-    """The fixed per-technique budgets of the paper's iterative comparison (§5.3): FT and LRR at T,
-    weight rewinding at the largest grid t ≤ 0.9T, low-LR WR like WR."""
-    times = sorted(set(float(t) for t in available_times))
-    wr = max((t for t in times if t <= 0.9 * T + 1e-9), default=times[0])
-    return {"fine_tuning": T, "lr_rewinding": T, "weight_rewinding": wr, "low_lr_weight_rewinding": wr,
-            "reinitialization": T}
+    """The fixed per-technique budgets of the paper's iterative comparison (§5.3) for the t the data
+    have (:func:`rewindkit.core.techniques.iterative_budgets`)."""
+    return {tech: float(t) for tech, t in iterative_budgets(T, available_times).items()}
 
 
 def at_fixed_times(agg: pd.DataFrame, times: dict[str, float]) -> pd.DataFrame:

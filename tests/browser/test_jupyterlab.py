@@ -25,7 +25,7 @@ import papermill
 import pytest
 
 from labdriver import NotebookPage, expected_figures, is_blank, is_explorer, prepare_notebook
-from rewindkit.notebook import execution as nb
+from rewindkit.notebook import workspace as nb
 
 NOTEBOOKS = nb.list_notebooks()
 RUN_TIMEOUT = 900  # seconds for one notebook's Run All; a hang fails instead of blocking make test
