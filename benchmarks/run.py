@@ -470,7 +470,7 @@ print((time.perf_counter() - start) / recipe.epochs)
 
 
 def bench_numerics(rows, rounds=5, epochs=3):
-    """Cost of the portable CPU kernels (rewindkit.numerics): laptop-profile epochs (the laptop's 1-D ResNet,
+    """Cost of the portable CPU kernels (rewindkit.platform.numerics): laptop-profile epochs (the laptop's 1-D ResNet,
     MNIST-1D, one thread as in the grid's workers) in fresh processes, portable vs PyTorch's own
     kernel choices, interleaved."""
     import subprocess
@@ -496,7 +496,7 @@ def bench_numerics(rows, rounds=5, epochs=3):
 def bench_throughput(profile_names, rows, steps=200, packings=(1,)):
     """Regenerate this device's rows of the shipped throughput table (``rewindkit/engine/throughput.csv``,
     what ``rewindkit grid ... --plan`` reads): per profile and packing K, seconds per epoch of each
-    run while K runs train at once on the device (:func:`rewindkit.costs.probe`: K threads, a CUDA
+    run while K runs train at once on the device (:func:`rewindkit.engine.costs.probe`: K threads, a CUDA
     stream each; one CPU thread per run on the CPU), timed over ``steps`` training steps. Prints the
     aggregate epochs per device-hour against K = 1 (issue 13: the many-runs-per-GPU target is ≥ 4×)."""
     import pandas as pd

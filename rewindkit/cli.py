@@ -3,7 +3,7 @@
 ``rewindkit grid PROFILE --kind one_shot|iterative|structured [--set key=value ...] [--out DIR]``
     runs one of the paper's grids without Jupyter; writes ``DIR/results.csv``, ``DIR/base_results.csv``
     and ``DIR/runs/<id>/`` (default DIR: ``runs/<PROFILE>``). With ``--plan [--probe]`` it trains
-    nothing and prints what the grid costs (:func:`rewindkit.costs.plan_report`).
+    nothing and prints what the grid costs (:func:`rewindkit.engine.costs.plan_report`).
 ``rewindkit notebooks [NAME ...] [--profile P] [-p name value ...]``
     executes notebooks through papermill (all of them by default).
 ``rewindkit profiles [NAME]``

@@ -1,9 +1,10 @@
 """The paper's experiments as grids of cached, resumable runs (paper §4): :func:`run_grid`.
 
-The engine in five modules, one concept each: :mod:`runs` (a run's identity and folder),
-:mod:`runner` (executing one run), :mod:`grids` (the paper's grids: what a researcher edits),
-:mod:`executors` (local worker processes or Ray) and :mod:`tables` (the results tables). Their
-public names are importable from here too.
+A front over the engine (:mod:`rewindkit.engine`, one concept a module): ``profiles``, ``runs`` (a
+run's identity and folder), ``runner`` (executing one run), ``grids`` (the paper's grids: what a
+researcher edits), ``executors`` (local worker processes or Ray), ``costs`` and ``tables`` (the
+results tables). This module owns :func:`run_grid`, :func:`dense_run` and :class:`GridResult`; the
+other public names are the engine modules', importable from here too.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ What each plug-in is:
   the network is evaluated by and labelled with (``"accuracy"``, ``"bleu"`` or a registered one;
   default: the data's ``metric``, else accuracy).
 * **dataset** — ``load(**dataset_options)`` returning an object with the training-data protocol
-  :class:`rewindkit.batches.TrainingData`: training batches as a function of (seed, iteration),
+  :class:`rewindkit.core.batches.TrainingData`: training batches as a function of (seed, iteration),
   validation and test batches in order. Batches may be ``(x, y)`` or ``((x1, x2, …), y)`` (the
   network is called as ``model(x1, x2, …)``); an optional ``loss(output, y, label_smoothing)``
   replaces cross-entropy, an optional ``metric`` attribute names its metric.
@@ -27,7 +27,7 @@ What each plug-in is:
   must be a finite number ≥ 0 (checked for every step when the schedule is made).
 
 The optimizer is the recipe's: ``Recipe(optimizer="adam")`` (β, ε, gradient clipping) or SGD with
-momentum or Nesterov (:mod:`rewindkit.optimizers`).
+momentum or Nesterov (:mod:`rewindkit.core.optimizers`).
 
 A plug-in's identity is part of every run id that uses it, so a changed plug-in never reuses an old
 run: its name and a fingerprint (:func:`fingerprint`, taken when a grid is planned, not when the
@@ -72,7 +72,7 @@ def register_network(name: str, build: Callable, *, prunable: Callable | None = 
 
 
 def register_dataset(name: str, load: Callable, *, version: str | None = None) -> Plugin:
-    """Register ``load(**dataset_options)`` (returning :class:`~rewindkit.batches.TrainingData`) as ``name``."""
+    """Register ``load(**dataset_options)`` (returning :class:`~rewindkit.core.batches.TrainingData`) as ``name``."""
     return _register("dataset", name, load, version)
 
 

@@ -1,4 +1,4 @@
-"""Portable CPU numerics (rewindkit.numerics): pinned in every process that imports rewindkit."""
+"""Portable CPU numerics (rewindkit.platform.numerics): pinned in every process that imports rewindkit."""
 import json
 import os
 import platform

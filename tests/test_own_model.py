@@ -304,7 +304,7 @@ def test_evaluation_labels_output_width_metric_and_loader_are_checked_before_tra
         (lambda: FewBatches(), build_cnn, "nosuch",
          r"network 'small_cnn' on dataset 'small_data' is evaluated by unknown metric 'nosuch'; valid metrics: accuracy"),
         (lambda: {"x": 1}, build_cnn, None,
-         r"dataset 'small_data' loaded a dict, which lacks batches, eval_batches.*rewindkit.batches.TrainingData"),
+         r"dataset 'small_data' loaded a dict, which lacks batches, eval_batches.*rewindkit.core.batches.TrainingData"),
     ]
     for i, (load, build, metric, message) in enumerate(cases):
         plugins.register_dataset("small_data", load, version=f"case {i}")

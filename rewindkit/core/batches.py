@@ -2,7 +2,7 @@
 an epoch, of the order of its examples and of the validation/test split.
 
 A dataset — the in-memory :class:`~rewindkit.data.Dataset` or the streamed
-:class:`~rewindkit.imagenet.ImageFolderData` — satisfies :class:`TrainingData`. Its training
+:class:`~rewindkit.data.imagenet.ImageFolderData` — satisfies :class:`TrainingData`. Its training
 batch of iteration s is a pure function of (seed, s): epoch e = s // steps_per_epoch visits the
 examples in the order :func:`epoch_order` (seed, e) draws, iteration s takes the next
 ``batch_size`` of them, and every augmentation draw is seeded from (seed, "augment", s, …). So a

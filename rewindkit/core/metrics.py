@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..platform import distributed, registry as plugins
+from ..platform import distributed, registry
 from ..platform.hardware import autocast, forward_fn, to_memory_format
 
 
@@ -68,12 +68,12 @@ def top1_accuracy(model: nn.Module, data, split: str, hardware) -> float:
 
 # The kit's own metrics, in the one registry of metrics: accuracy, stored as a fraction (BLEU, in
 # points, is registered by the translation data that define it)
-plugins.register_builtin("metric", "accuracy", top1_accuracy, label="test accuracy", scale=100.0, range=(0.0, 1.0))
+registry.register_builtin("metric", "accuracy", top1_accuracy, label="test accuracy", scale=100.0, range=(0.0, 1.0))
 NETWORK_METRICS = {"gnmt": "bleu"}  # the paper's non-accuracy network in the released runs
 
 
 def get_metric(name: str) -> Metric:
-    plugin = plugins.lookup("metric", name)
+    plugin = registry.lookup("metric", name)
     o = plugin.options
     evaluate = plugin.call if plugin.builtin else (lambda model, data, split, hardware: plugin.call(model, data, split))
     return Metric(name, o["label"], o["scale"], evaluate, o.get("range"))
@@ -86,7 +86,7 @@ _FROM_RESULTS: dict[str, Metric] = {}
 
 
 def remember(network: str, name: str, label: str, scale: float) -> None:
-    """Record the metric a finished run of ``network`` was evaluated by (:func:`rewindkit.tables.tables` does)."""
+    """Record the metric a finished run of ``network`` was evaluated by (:func:`rewindkit.engine.tables.tables` does)."""
     _FROM_RESULTS[network] = Metric(name, label, float(scale), _not_here(name))
 
 
@@ -99,9 +99,9 @@ def _not_here(name: str) -> Callable:
 def metric_of_network(network: str) -> Metric:
     """The metric a network's results are in and its plots are labelled with: a plug-in network's
     ``metric``; else what its stored results say (:func:`remember`); BLEU for the GNMTs; else accuracy."""
-    plugin = plugins.get("network", network)
+    plugin = registry.get("network", network)
     declared = plugin.options["metric"] if plugin is not None else None
-    if declared and plugins.get("metric", declared) is not None:
+    if declared and registry.get("metric", declared) is not None:
         return get_metric(declared)
     if network in _FROM_RESULTS:
         return _FROM_RESULTS[network]

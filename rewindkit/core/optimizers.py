@@ -5,7 +5,7 @@ parameter or on all but BatchNorm, and optional gradient clipping by global norm
 Every retraining technique treats the optimizer's state as a whole (§1): weight rewinding
 restores all of it from T − t (SGD's momentum; Adam's moments and step count), learning-rate
 rewinding and fine-tuning keep the final one. Pruned entries of every per-parameter buffer are
-zeroed when a mask is attached (:meth:`rewindkit.masks.MaskEnforcer.apply_to_optimizer`); with
+zeroed when a mask is attached (:meth:`rewindkit.core.masks.MaskEnforcer.apply_to_optimizer`); with
 their gradients masked they stay exactly zero (Adam's moments too: m ← β₁m + (1−β₁)·0).
 """
 

@@ -1,4 +1,4 @@
-"""Pruning rules that turn trained weights into a :class:`~rewindkit.masks.Mask` (paper §3).
+"""Pruning rules that turn trained weights into a :class:`~rewindkit.core.masks.Mask` (paper §3).
 
 * :func:`global_magnitude` — the paper's unstructured rule: one magnitude threshold over every conv
   and linear weight, already-pruned weights counting as zero (§3.1).

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .batches import steps_per_epoch
-from ..platform import registry as plugins
+from ..platform import registry
 from .schedules import FunctionSchedule, GnmtSchedule, StepSchedule
 
 
@@ -73,10 +73,10 @@ class Recipe:
             raise ValueError(f"schedule_options must be a dict; got {self.schedule_options!r}")
         valid = GNMT_SCHEDULE_OPTIONS if self.lr_schedule == "gnmt" else ()
         unknown = sorted(set(self.schedule_options) - set(valid))
-        plugin = plugins.get("schedule", self.lr_schedule) if isinstance(self.lr_schedule, str) else None
+        plugin = registry.get("schedule", self.lr_schedule) if isinstance(self.lr_schedule, str) else None
         if plugin is None:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid schedules: "
-                             f"{', '.join(plugins.names('schedule'))}")
+                             f"{', '.join(registry.names('schedule'))}")
         if unknown and plugin.builtin:  # a registered schedule reads its own options
             raise ValueError(f"unknown schedule_options {unknown} for lr_schedule={self.lr_schedule!r}; valid: "
                              f"{', '.join(valid) or 'none (the step schedule takes milestones, gamma, warmup_epochs)'}")
@@ -85,7 +85,7 @@ class Recipe:
         """The per-iteration LR schedule on a training set of ``n_train`` examples
         (:func:`batches.steps_per_epoch` iterations per epoch)."""
         spe = steps_per_epoch(n_train, self.batch_size)
-        plugin = plugins.lookup("schedule", self.lr_schedule)
+        plugin = registry.lookup("schedule", self.lr_schedule)
         if plugin.builtin:
             return plugin.call(self, spe)
         return FunctionSchedule(lambda step, total: plugin.call(step, total, self), self.epochs, spe, plugin.name)
@@ -102,9 +102,9 @@ class Recipe:
 
 OPTIMIZERS = ("sgd", "adam")
 # The kit's own schedules, in the one registry of schedules (rewindkit.plugins): recipe → per-iteration schedule
-plugins.register_builtin("schedule", "step", lambda r, spe: StepSchedule(r.lr, r.epochs, spe, r.milestones, r.gamma,
+registry.register_builtin("schedule", "step", lambda r, spe: StepSchedule(r.lr, r.epochs, spe, r.milestones, r.gamma,
                                                                           r.warmup_epochs))
-plugins.register_builtin("schedule", "gnmt", lambda r, spe: GnmtSchedule(r.lr, r.epochs, spe, **r.schedule_options))
+registry.register_builtin("schedule", "gnmt", lambda r, spe: GnmtSchedule(r.lr, r.epochs, spe, **r.schedule_options))
 LR_SCHEDULES = ("step", "gnmt")
 GNMT_SCHEDULE_OPTIONS = tuple(f.name for f in fields(GnmtSchedule) if f.init and f.name not in ("peak_lr", "epochs",
                                                                                                 "steps_per_epoch"))

@@ -244,9 +244,9 @@ def run_plan(build: Callable[[], nn.Module], data: TrainingData, recipe: Recipe,
              description: str | None = None) -> tuple[nn.Module, torch.optim.Optimizer, list[EpochRecord]]:
     """Train ``plan`` (§1: where it starts, which iterations, which learning rates) under ``mask``,
     from its start state — or from ``resume`` = (model, optimizer, iteration) — to its stop, with one
-    CPU thread per run (:func:`~rewindkit.hardware.run_threads`). The one path every run takes: the
-    engine's runs (:func:`rewindkit.runner.execute`), :func:`~rewindkit.training.train_dense`,
-    :func:`retrain` and the throughput probe (:func:`rewindkit.costs.probe`)."""
+    CPU thread per run (:func:`~rewindkit.platform.hardware.run_threads`). The one path every run takes: the
+    engine's runs (:func:`rewindkit.engine.runner.execute`), :func:`~rewindkit.training.train_dense`,
+    :func:`retrain` and the throughput probe (:func:`rewindkit.engine.costs.probe`)."""
     with run_threads(hardware):
         if resume is None:
             model, optimizer = start_state(build, recipe, plan, seed=seed, final=final, rewind=rewind, hardware=hardware)
@@ -267,7 +267,7 @@ def retrain(build: Callable[[], nn.Module], data: TrainingData, recipe: Recipe, 
             on_epoch=None) -> tuple[nn.Module, list[EpochRecord]]:
     """Run one retraining technique and return the retrained model and its history.
 
-    ``mask`` is a :class:`~rewindkit.masks.Mask`, or a pruning description
+    ``mask`` is a :class:`~rewindkit.core.masks.Mask`, or a pruning description
     (:class:`~rewindkit.pruning.GlobalMagnitude`, :class:`~rewindkit.pruning.FilterPruning`), which is
     applied to the ``final`` weights here, as a grid's one-shot run applies it. ``seed`` is the trial
     (it seeds reinitialization). The batches come from ``data_seed``; by default, for a description,

@@ -1,7 +1,7 @@
 """Masked SGD training from iteration a to iteration b, with rewind checkpoints (paper §2, §8).
 
 :func:`train_steps` is the one training loop: every technique, the dense run and resumed runs go
-through it. Pruned weights are held at exactly zero by a :class:`~rewindkit.masks.MaskEnforcer`
+through it. Pruned weights are held at exactly zero by a :class:`~rewindkit.core.masks.MaskEnforcer`
 (gradients masked before each optimizer step, weights after). The loop never syncs with the host
 inside an epoch; the loss is accumulated on the device and read once per epoch.
 """
@@ -75,7 +75,7 @@ def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> T
 
 def evaluate(model: nn.Module, data: TrainingData, split: str, hardware: Hardware = Hardware()) -> float:
     """The data's metric on ``split`` ('val' or 'test'): top-1 accuracy (a fraction) for the image
-    datasets, BLEU for translation (:mod:`rewindkit.metrics`)."""
+    datasets, BLEU for translation (:mod:`rewindkit.core.metrics`)."""
     if split not in (*EVAL_SPLITS, "train"):
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join((*EVAL_SPLITS, 'train'))}")
     if data.split_size(split) == 0:

@@ -18,7 +18,7 @@ Each satisfies the training-data protocol of :mod:`rewindkit.core.batches`; the 
 
 from __future__ import annotations
 
-from ..platform import registry as plugins
+from ..platform import registry
 from ..platform.storage import data_dir  # noqa: F401  (importable from here)
 from .cifar10 import CIFAR10_ARCHIVE, CIFAR10_FOLDER, download_cifar10, load_cifar10  # noqa: F401
 from .memory import (AUGMENTATIONS, BatchStream, Dataset, augment_crop_flip, crop_flip, draw_crop_flip,  # noqa: F401
@@ -36,14 +36,14 @@ def _load_imagenet(**options):
 # The kit's own datasets, in the one registry of datasets (rewindkit.plugins)
 for _name, _loader in (("mnist1d", load_mnist1d), ("cifar10", load_cifar10), ("imagenet", _load_imagenet),
                        ("synthetic", make_synthetic), ("translation", load_translation)):
-    plugins.register_builtin("dataset", _name, _loader)
+    registry.register_builtin("dataset", _name, _loader)
 
 
 def load(name: str, **options) -> Dataset:
     """A dataset by name: ``mnist1d``, ``cifar10``, ``imagenet`` (streamed from a folder:
-    :mod:`rewindkit.imagenet`), ``synthetic``, ``translation`` (number names, :mod:`rewindkit.translation`)
+    :mod:`rewindkit.data.imagenet`), ``synthetic``, ``translation`` (number names, :mod:`rewindkit.data.translation`)
     or a registered plug-in (:func:`rewindkit.plugins.register_dataset`)."""
-    loader = plugins.lookup("dataset", name).call
+    loader = registry.lookup("dataset", name).call
     try:
         return loader(**options)
     except TypeError as exc:
@@ -54,4 +54,4 @@ def load(name: str, **options) -> Dataset:
 
 def dataset_names() -> tuple[str, ...]:
     """Every dataset a profile may name: the kit's own and the registered plug-ins."""
-    return plugins.names("dataset")
+    return registry.names("dataset")

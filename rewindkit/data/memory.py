@@ -100,8 +100,8 @@ class Dataset:
 
 
 class BatchStream:
-    """Training batches as a pure function of (seed, step) (:mod:`rewindkit.batches`): iteration s
-    takes the examples :class:`~rewindkit.batches.BatchOrder` gives it and augments them with draws
+    """Training batches as a pure function of (seed, step) (:mod:`rewindkit.core.batches`): iteration s
+    takes the examples :class:`~rewindkit.core.batches.BatchOrder` gives it and augments them with draws
     from a generator seeded ``derive_seed(seed, "augment", s)`` on the data's device.
 
     Everything random about an epoch is drawn when the epoch starts (:meth:`load_epoch`: the

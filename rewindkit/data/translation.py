@@ -17,8 +17,8 @@ tokens) or the character level; each side has its own vocabulary (GNMT's are not
 order.
 
 :func:`load_translation` returns a :class:`TranslationData`, which satisfies the training-data
-protocol :class:`rewindkit.batches.TrainingData`: the training batch of iteration s is a pure
-function of (seed, s) through :class:`rewindkit.batches.BatchOrder`, so a resumed run sees exactly
+protocol :class:`rewindkit.core.batches.TrainingData`: the training batch of iteration s is a pure
+function of (seed, s) through :class:`rewindkit.core.batches.BatchOrder`, so a resumed run sees exactly
 the batches of an uninterrupted one. A batch is ``((src, tgt_in), tgt_out)``: ``src`` [B, S] the
 source ids, ``tgt_in`` [B, L] = BOS + target ids, ``tgt_out`` [B, L] = target ids + EOS, all padded
 with 0 (each batch is cut to its longest sequence unless ``trim=False``). :func:`bleu` scores the
@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ..platform import registry as plugins
+from ..platform import registry
 from ..core.batches import BatchOrder
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -99,7 +99,7 @@ def number_corpus(n: int, max_number: int, source: str = "en", target: str = "de
 
 @dataclass(frozen=True)
 class TranslationData:
-    """Train / validation / test tensors of a translation corpus (protocol :class:`~rewindkit.batches.TrainingData`).
+    """Train / validation / test tensors of a translation corpus (protocol :class:`~rewindkit.core.batches.TrainingData`).
 
     Per split: ``{split}_src`` [N, S], ``{split}_tgt_in`` and ``{split}_tgt_out`` [N, L] (PAD-padded)
     and ``{split}_refs``, the detokenised reference strings. ``num_classes`` is the target
@@ -124,7 +124,7 @@ class TranslationData:
     target_level: str = "char"
     name: str = "numbers"
     trim: bool = True  # cut each batch to its longest sequence (False: fixed shapes, e.g. for vmap)
-    metric = "bleu"  # what the engine evaluates (rewindkit.metrics): corpus BLEU of greedy translations
+    metric = "bleu"  # what the engine evaluates (rewindkit.core.metrics): corpus BLEU of greedy translations
 
     # -- protocol ---------------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -177,7 +177,7 @@ class TranslationData:
 
     def batches(self, batch_size: int, seed: int, start: int, stop: int) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:
         """Training batches of iterations ``start`` … ``stop − 1``: iteration s takes the pairs
-        :class:`~rewindkit.batches.BatchOrder` (seed) gives it, so a batch is a function of (seed, s)
+        :class:`~rewindkit.core.batches.BatchOrder` (seed) gives it, so a batch is a function of (seed, s)
         alone; each cut to this process's slice under torchrun."""
         from ..platform.distributed import shard
         order = BatchOrder(self.n_train, batch_size, seed)
@@ -304,5 +304,5 @@ def bleu(model, data: TranslationData, split: str, batch_size: int = 500) -> flo
 
 
 # The metric these data define, in the one registry of metrics (stored in points, 0–100)
-plugins.register_builtin("metric", "bleu", lambda model, data, split, hardware: bleu(model, data, split),
+registry.register_builtin("metric", "bleu", lambda model, data, split, hardware: bleu(model, data, split),
                          label="BLEU", scale=1.0, range=(0.0, 100.0))

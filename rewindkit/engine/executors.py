@@ -26,8 +26,8 @@ def _print_line(line: str) -> None:
 
 
 def _worker_init(hardware: Hardware) -> None:
-    """Set up a worker process (a local pool process or a Ray task): :data:`~rewindkit.hardware.RUN_THREADS`
-    CPU threads per run on CPU, as everywhere (:func:`~rewindkit.hardware.run_threads`), no progress bars."""
+    """Set up a worker process (a local pool process or a Ray task): :data:`~rewindkit.platform.hardware.RUN_THREADS`
+    CPU threads per run on CPU, as everywhere (:func:`~rewindkit.platform.hardware.run_threads`), no progress bars."""
     if str(hardware.device) == "cpu":
         torch.set_num_threads(RUN_THREADS)
     os.environ["REWINDKIT_PROGRESS"] = "0"
@@ -78,7 +78,7 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
               log_epochs: bool = False) -> dict[str, dict]:
     """Execute ``specs`` (deduplicated, dependencies first) and return ``{run id: result}``.
 
-    Every run trains with one CPU thread (:func:`~rewindkit.hardware.run_threads`), so its result does
+    Every run trains with one CPU thread (:func:`~rewindkit.platform.hardware.run_threads`), so its result does
     not depend on how the grid is executed. With ``workers > 1`` independent runs go to that many
     processes. With
     ``hardware.packing = K > 1`` K runs train at once in this process, each on its own thread and

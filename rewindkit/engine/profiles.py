@@ -9,10 +9,10 @@
   for a GPU with the data present.
 * ``cifar_short`` — a shortened CIFAR-10 schedule (ResNet-20, T=30) for a single consumer GPU.
 * ``imagenet`` / ``imagenet_resnet34`` — the paper's ImageNet recipe for ResNet-50 / ResNet-34
-  (structured A/B), streamed from an ImageFolder (:mod:`rewindkit.imagenet`); GPUs required.
+  (structured A/B), streamed from an ImageFolder (:mod:`rewindkit.data.imagenet`); GPUs required.
 
 A profile nests its training :class:`~rewindkit.recipe.Recipe` (part of every run's identity) and
-its :class:`~rewindkit.hardware.Hardware` (never part of it). Any field can be overridden:
+its :class:`~rewindkit.platform.hardware.Hardware` (never part of it). Any field can be overridden:
 ``get_profile("laptop", **{"recipe.epochs": 8})`` or ``--set recipe.epochs=8``; the flat aliases
 ``epochs=8`` / ``profile.epochs`` work too.
 """

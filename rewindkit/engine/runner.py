@@ -17,7 +17,7 @@ import torch
 
 from .. import data, models
 
-from ..platform import distributed, registry as plugins
+from ..platform import distributed, registry
 from ..core.batches import DataProtocolError, check_training_data
 from ..core.flops import forward_flops
 from ..platform.hardware import Hardware, prepare_model
@@ -48,7 +48,7 @@ def load_dataset(setup: dict, device) -> data.Dataset:
             if missing:
                 raise DataProtocolError(f"dataset {setup['dataset']!r} loaded a {type(ds).__name__}, which lacks "
                                         f"{', '.join(missing)} of the training-data protocol "
-                                        f"(rewindkit.batches.TrainingData)")
+                                        f"(rewindkit.core.batches.TrainingData)")
             if setup["n_train"] is not None or setup["n_eval"] is not None:
                 ds = ds.subset(setup["n_train"], setup["n_eval"])
             _DATA_CACHE[key] = ds.to(device)
@@ -113,7 +113,7 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
 def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> None:
     """Before a run trains (paper §3.1 needs something to prune): the network has prunable tensors;
     the data follow the training-data protocol at the first batch, the network taking them
-    (:func:`rewindkit.batches.check_training_data`); the network's metric exists, and a metric of
+    (:func:`rewindkit.core.batches.check_training_data`); the network's metric exists, and a metric of
     the user's own gives a valid value on the untrained network. Each error names its source."""
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # a look at the network draws nothing of the run's
         model = prepare_model(build(), hardware)
@@ -121,12 +121,12 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
         raise ValueError(f"network {setup['network']!r} has no prunable tensor: global magnitude pruning (§3.1) prunes "
                          f"the weights of Conv and Linear layers, and this network has none. Declare what may be "
                          f"pruned with register_network(..., prunable=lambda model: [parameter names])")
-    dataset = plugins.get("dataset", setup["dataset"])
+    dataset = registry.get("dataset", setup["dataset"])
     check_training_data(ds, Recipe(**setup["recipe"]).batch_size, setup["dataset"], model, setup["network"],
                         count_epoch=dataset is None or not dataset.builtin)
     name = getattr(model, "metric", None) or getattr(ds, "metric", None) or "accuracy"
     try:
-        metric = plugins.lookup("metric", name)
+        metric = registry.lookup("metric", name)
     except ValueError as err:
         raise ValueError(f"network {setup['network']!r} on dataset {setup['dataset']!r} is evaluated by {err}") from None
     if not metric.builtin:
@@ -134,7 +134,7 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
 
 
 def _protocol_problems(ds) -> list[str]:
-    """What a loaded dataset lacks of the training-data protocol (:class:`rewindkit.batches.TrainingData`)."""
+    """What a loaded dataset lacks of the training-data protocol (:class:`rewindkit.core.batches.TrainingData`)."""
     return [name for name in ("batches", "eval_batches", "n_train", "split_size", "to", "num_classes")
             if not hasattr(ds, name)]
 
@@ -229,7 +229,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
 
 
 def _flops(model, ds, mask) -> float | None:
-    """Forward FLOPs of one example (:func:`rewindkit.flops.forward_flops`) for any network that takes
+    """Forward FLOPs of one example (:func:`rewindkit.core.flops.forward_flops`) for any network that takes
     one input tensor of the data's ``input_shape``; None where there is no such shape (translation)."""
     shape = getattr(ds, "input_shape", None)
     if not isinstance(shape, tuple) or not shape:

@@ -29,7 +29,7 @@ import torch
 
 from ..platform.version import __version__
 
-from ..platform import distributed, numerics, registry as plugins
+from ..platform import distributed, numerics, registry
 from ..platform.hardware import Hardware
 from .profiles import Profile
 from ..core.pruning import Pruning, pruning_from_dict
@@ -43,14 +43,14 @@ RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key
 
 def setup_from_profile(profile: Profile) -> dict:
     """The part of a profile that determines a run's result (hardware excluded); where it uses
-    registered plug-ins, their names and code fingerprints too (:func:`plugins.identity`), so a
+    registered plug-ins, their names and code fingerprints too (:func:`registry.identity`), so a
     changed plug-in never reuses an old run."""
     setup = {"network": profile.network, "model_options": dict(profile.model_options),
              "dataset": profile.dataset, "dataset_options": dict(profile.dataset_options),
              "n_train": profile.n_train, "n_eval": profile.n_eval, "recipe": profile.recipe.to_dict()}
     if not profile.evaluate_every_epoch:  # metrics.csv then holds the final metrics only (left out at
         setup["evaluate_every_epoch"] = False  # the default, so the ids of earlier runs stay as they were)
-    used = plugins.identity(profile.network, profile.dataset, profile.recipe.lr_schedule)
+    used = registry.identity(profile.network, profile.dataset, profile.recipe.lr_schedule)
     if used:
         setup["plugins"] = used
     return setup

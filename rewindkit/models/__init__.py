@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..platform import registry as plugins
+from ..platform import registry
 from .vision import MODELS, PROJECTIONS, VGG, BasicBlock, ResNet, torchvision_available, vision_network  # noqa: F401
 
 
 def _gnmt_small(data, **options) -> nn.Module:
-    """The laptop-scale GNMT (:class:`rewindkit.seq2seq.Seq2Seq`) over the data's vocabularies."""
+    """The laptop-scale GNMT (:class:`rewindkit.models.seq2seq.Seq2Seq`) over the data's vocabularies."""
     from .seq2seq import Seq2Seq, prunable_parameter_names
     model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), **options)
     model.prunable = tuple(prunable_parameter_names(model))
@@ -31,23 +31,23 @@ def _image_network(name: str) -> Callable[..., nn.Module]:
 # The kit's own networks, in the one registry of networks (rewindkit.plugins): the image networks
 # (built for the data's classes and channels) and GNMT (built from the data's vocabularies).
 for _name in MODELS:
-    plugins.register_builtin("network", _name, _image_network(_name), prunable=None, metric=None)
-plugins.register_builtin("network", "gnmt_small", _gnmt_small, prunable=None, metric="bleu")
+    registry.register_builtin("network", _name, _image_network(_name), prunable=None, metric=None)
+registry.register_builtin("network", "gnmt_small", _gnmt_small, prunable=None, metric="bleu")
 IMAGE_MODELS = tuple(MODELS)  # the kit's image networks (flops.forward_flops counts any single-input network)
 
 
 def network_names() -> tuple[str, ...]:
     """Every network a profile may name: the kit's own and the registered plug-ins."""
-    return plugins.names("network")
+    return registry.names("network")
 
 
 def build(name: str, data, **options) -> nn.Module:
     """Build network ``name`` for ``data`` (the registry's builder: the image networks take its
     classes and input channels, GNMT and plug-ins the data itself). A plug-in's ``prunable`` rule and
     ``metric`` are attached to the model as ``model.prunable`` (the names
-    :func:`rewindkit.masks.prunable_weight_names` reads) and ``model.metric`` (what
-    :func:`rewindkit.metrics.evaluate` reports)."""
-    plugin = plugins.lookup("network", name)
+    :func:`rewindkit.core.masks.prunable_weight_names` reads) and ``model.metric`` (what
+    :func:`rewindkit.core.metrics.evaluate` reports)."""
+    plugin = registry.lookup("network", name)
     try:
         model = plugin.call(data, **options)
     except TypeError as exc:
@@ -57,7 +57,7 @@ def build(name: str, data, **options) -> nn.Module:
     if plugin.options["prunable"] is not None:
         model.prunable = tuple(plugin.options["prunable"](model))
     if plugin.options["metric"] and not plugin.builtin:
-        model.metric = plugin.options["metric"]  # what rewindkit.metrics.evaluate reports for it
+        model.metric = plugin.options["metric"]  # what rewindkit.core.metrics.evaluate reports for it
     return model
 
 

@@ -133,7 +133,7 @@ def run_curve(metrics: pd.DataFrame, technique: str, network: str | None = None)
 
 
 def mask_heatmap(mask, layer: str | None = None):
-    """Which weights of one layer a :class:`~rewindkit.masks.Mask` keeps (black), one row per filter;
+    """Which weights of one layer a :class:`~rewindkit.core.masks.Mask` keeps (black), one row per filter;
     by default the layer with the most weights. ``data``: weights kept per filter."""
     layer = layer or max(mask.weight_names, key=lambda n: mask[n].numel())
     kept = mask[layer].reshape(mask[layer].shape[0], -1).numpy()

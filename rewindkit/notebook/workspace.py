@@ -48,7 +48,7 @@ def list_notebooks() -> list[Path]:
 
 
 def resolve(names) -> list[Path]:
-    """Notebooks by file name, stem or number prefix (``03``, ``03_accuracy_vs_time``); all if empty."""
+    """Notebooks by file name, stem or number prefix (``03``, ``03_accuracy_vs_retraining_time``); all if empty."""
     available = list_notebooks()
     if not names:
         return available

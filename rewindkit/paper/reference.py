@@ -47,7 +47,7 @@ def load_pruned() -> pd.DataFrame:
 
 def scale(network: str) -> float:
     """Multiplier from stored accuracy to plotted points: 100 for accuracy fractions, 1 for BLEU
-    (the network's metric, :mod:`rewindkit.metrics`)."""
+    (the network's metric, :mod:`rewindkit.core.metrics`)."""
     return metric_of_network(network).scale
 
 

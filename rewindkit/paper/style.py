@@ -81,7 +81,7 @@ def metric_word(network: str) -> str:
 
 
 def delta_label(network: str) -> str:
-    """The Δ axis of a network's plots, named by its metric (:func:`rewindkit.metrics.delta_label`)."""
+    """The Δ axis of a network's plots, named by its metric (:func:`rewindkit.core.metrics.delta_label`)."""
     return metrics.delta_label(network)
 
 
