@@ -31,12 +31,12 @@ import torch
 from torch import nn
 
 from .batches import TrainingData
-from ..platform.hardware import Hardware, prepare_model, run_threads
+from ..platform.hardware import Hardware, prepare_model
 from .masks import Mask
 from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
 from .seeds import canonical_json, derive_seed
-from .training import EpochRecord, TrainState, init_model, make_optimizer, train_steps
+from .training import EpochRecord, TrainState, fresh_start, make_optimizer, train_steps
 
 
 class Technique(str, Enum):
@@ -205,8 +205,7 @@ def start_state(build: Callable[[], nn.Module], recipe: Recipe, plan: RetrainPla
     """Model and optimizer in the state ``plan`` starts from (before a mask is applied): a fresh
     initialisation, the ``final`` state, or the ``rewind`` checkpoint at T − t."""
     if plan.start_from is StartFrom.INIT:
-        model = prepare_model(init_model(build, plan.init_seed(seed)), hardware)
-        return model, make_optimizer(model, recipe, hardware)
+        return fresh_start(build, recipe, plan.init_seed(seed), hardware)
     state = rewind if plan.start_from is StartFrom.REWIND else final
     if state is None or (plan.start_from is StartFrom.REWIND and state.step != plan.rewind_step):
         want = f"the checkpoint at iteration {plan.rewind_step}" if plan.rewind_step is not None else "the final state"
@@ -247,17 +246,16 @@ def run_plan(build: Callable[[], nn.Module], data: TrainingData, recipe: Recipe,
     CPU thread per run (:func:`~rewindkit.platform.hardware.run_threads`). The one path every run takes: the
     engine's runs (:func:`rewindkit.engine.runner.execute`), :func:`~rewindkit.training.train_dense`,
     :func:`retrain` and the throughput probe (:func:`rewindkit.engine.costs.probe`)."""
-    with run_threads(hardware):
-        if resume is None:
-            model, optimizer = start_state(build, recipe, plan, seed=seed, final=final, rewind=rewind, hardware=hardware)
-            start = plan.start_step
-        else:
-            model, optimizer, start = resume
-        history = train_steps(model, optimizer, data, plan.lr_schedule, start, plan.stop_step, seed=data_seed,
-                              batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at,
-                              on_save=on_save, on_epoch=on_epoch, evaluate_every_epoch=evaluate_every_epoch,
-                              evaluate_at_end=evaluate_at_end, log=log, progress=progress,
-                              description=description or plan.name, recipe=recipe)
+    if resume is None:
+        model, optimizer = start_state(build, recipe, plan, seed=seed, final=final, rewind=rewind, hardware=hardware)
+        start = plan.start_step
+    else:
+        model, optimizer, start = resume
+    history = train_steps(model, optimizer, data, plan.lr_schedule, start, plan.stop_step, seed=data_seed,
+                          batch_size=recipe.batch_size, mask=mask, hardware=hardware, save_at=save_at,
+                          on_save=on_save, on_epoch=on_epoch, evaluate_every_epoch=evaluate_every_epoch,
+                          evaluate_at_end=evaluate_at_end, log=log, progress=progress,
+                          description=description or plan.name, recipe=recipe)
     return model, optimizer, history
 
 

@@ -22,7 +22,7 @@ from ..platform import distributed
 
 from . import metrics
 from .batches import EVAL_SPLITS, DataProtocolError, TrainingData, steps_per_epoch
-from ..platform.hardware import CapturedStep, Hardware, autocast, forward_fn, to_memory_format
+from ..platform.hardware import CapturedStep, Hardware, autocast, forward_fn, prepare_model, run_threads, to_memory_format
 from .masks import Mask, MaskEnforcer
 from .optimizers import clip_gradients, make_optimizer  # noqa: F401  (make_optimizer: importable from here)
 from .recipe import Recipe
@@ -170,7 +170,19 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Traini
     * ``recipe`` supplies the loss's label smoothing and the gradient clipping (:class:`StepRule`).
     * Validation and test are evaluated at every epoch boundary (``evaluate_every_epoch``) and at
       ``stop`` (unless ``evaluate_at_end=False``: a rewind checkpoint replayed, a timing probe).
+    * On the CPU it trains with one intra-op thread (:func:`~rewindkit.platform.hardware.run_threads`):
+      every run does, wherever it executes, so its result never depends on the core count.
     """
+    with run_threads(hardware):  # one CPU thread per run, wherever it trains (hardware.RUN_THREADS)
+        return _train_steps(model, optimizer, data, lr_schedule, start, stop, seed=seed, batch_size=batch_size, mask=mask,
+                            hardware=hardware, save_at=save_at, on_save=on_save, on_epoch=on_epoch,
+                            evaluate_every_epoch=evaluate_every_epoch, evaluate_at_end=evaluate_at_end, log=log,
+                            progress=progress, description=description, recipe=recipe)
+
+
+def _train_steps(model, optimizer, data, lr_schedule, start, stop, *, seed, batch_size, mask, hardware, save_at,
+                 on_save, on_epoch, evaluate_every_epoch, evaluate_at_end, log, progress, description,
+                 recipe) -> list[EpochRecord]:
     rule = StepRule.of(data, recipe)
     spe = steps_per_epoch(data.n_train, batch_size)
     save_at = set(save_at)
@@ -284,16 +296,25 @@ class DenseRun:
     schedule: StepSchedule
 
 
+def fresh_start(build: Callable[[], nn.Module], recipe: Recipe, seed: int,
+                hardware: Hardware = Hardware()) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A network initialised from ``seed`` on its device, with a fresh optimizer: where the dense run
+    (and reinitialization) start (:func:`rewindkit.core.techniques.start_state`)."""
+    model = prepare_model(init_model(build, seed), hardware)
+    return model, make_optimizer(model, recipe, hardware)
+
+
 def train_dense(build: Callable[[], nn.Module], data: TrainingData, recipe: Recipe, *, seed: int,
                 rewind_steps=(), hardware: Hardware = Hardware(), log=None, progress=None) -> DenseRun:
     """Train the dense network for T epochs from initialisation (paper §2), in memory, keeping
-    checkpoints (weights + momentum) at ``rewind_steps``: the engine's dense run of trial ``seed``
-    (:func:`techniques.run_plan` of :func:`techniques.dense_plan`, one CPU thread), bit for bit."""
-    from .techniques import dense_plan, run_plan  # the plan table lives above the loop
+    checkpoints (weights + momentum) at ``rewind_steps``: the engine's dense run of trial ``seed`` bit
+    for bit — the same start (:func:`fresh_start`) and loop (:func:`train_steps`) that
+    :func:`rewindkit.core.techniques.run_plan` runs for the dense plan."""
     schedule = recipe.schedule(data.n_train)
+    model, optimizer = fresh_start(build, recipe, seed, hardware)
     checkpoints: dict[int, TrainState] = {}
-    model, optimizer, history = run_plan(build, data, recipe, dense_plan(schedule), seed=seed, data_seed=seed,
-                                         hardware=hardware, save_at=rewind_steps,
-                                         on_save=lambda s: checkpoints.__setitem__(s.step, s), log=log,
-                                         progress=progress, description="dense")
+    history = train_steps(model, optimizer, data, schedule, 0, schedule.total_steps, seed=seed,
+                          batch_size=recipe.batch_size, hardware=hardware, save_at=rewind_steps,
+                          on_save=lambda s: checkpoints.__setitem__(s.step, s), log=log, progress=progress,
+                          description="dense", recipe=recipe)
     return DenseRun(model, snapshot(model, optimizer, schedule.total_steps), checkpoints, history, schedule)
