@@ -8,8 +8,8 @@
 #
 # Runs from the repository root with the machine's own python3 and torch (the package need not be
 # installed). Packages the machine lacks (mnist1d, num2words) can sit as wheels in .whl/. Each part
-# has its own time limit, so one that hangs does not cost the others; rewindkit/throughput.csv is
-# updated in place (commit it with the logs).
+# has its own time limit, so one that hangs does not cost the others; the throughput table
+# (rewindkit/engine/throughput.csv) is updated in place (commit it with the logs).
 set -u
 OUT=${1:-${OUT:-benchmarks/gpu-out}}
 mkdir -p "$OUT"
@@ -35,7 +35,7 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run, log to $OUT/NAME.log, say h
 part tests 130 python3 -m pytest tests/test_cuda.py -n 4 -q -p no:cacheprovider --timeout 120 -rA
 part throughput 230 python3 benchmarks/run.py --device cuda --only throughput mechanisms \
   --profiles cifar_short paper --packing $PACKING --csv "$OUT/packing.csv"
-cp rewindkit/throughput.csv "$OUT/throughput.csv"
+cp rewindkit/engine/throughput.csv "$OUT/throughput.csv"
 part epoch 100 python3 benchmarks/run.py --device cuda --only epoch profile --networks resnet20 resnet56 \
   --variants graphs-fp32 graphs --profiles cifar_short paper --csv "$OUT/epoch.csv"
 part plan 40 bash -c "for k in $PACKING; do python3 -m rewindkit.cli grid paper --kind one_shot --plan --set packing=\$k; done;
