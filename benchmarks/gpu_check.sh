@@ -2,7 +2,8 @@
 # Every GPU measurement of the kit in one go, on one GPU, in about 7 minutes (issue 25): the GPU
 # tests, the throughput table's rows for this GPU (ResNet-20 / ResNet-56 with K = 1…16 runs at once
 # on streams), the same K as one vmapped batch and as K processes, seconds per graphed epoch, where
-# a step's time goes (profiler), and what the paper's grids then cost (--plan).
+# a step's time goes (profiler), what the paper's grids then cost (--plan), and measured speed-ups of
+# compacted and 2:4-sparse networks (issue 22).
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]      # default benchmarks/gpu-out; logs and CSVs land there
 #
@@ -38,6 +39,10 @@ part throughput 230 python3 benchmarks/run.py --device cuda --only throughput me
 cp rewindkit/engine/throughput.csv "$OUT/throughput.csv"
 part epoch 100 python3 benchmarks/run.py --device cuda --only epoch profile --networks resnet20 resnet56 \
   --variants graphs-fp32 graphs --profiles cifar_short paper --csv "$OUT/epoch.csv"
+# issue 22: compacted ResNet-56 A/B levels 1-5 against dense and masked on the GPU, and 2:4
+# semi-structured linear layers (rewindkit/engine/speedups-cuda.csv, semi_structured-cuda.csv)
+part speedup 150 python3 benchmarks/run.py --device cuda --only speedup --quick
+cp rewindkit/engine/speedups-cuda.csv rewindkit/engine/semi_structured-cuda.csv "$OUT/" 2>/dev/null
 part plan 40 bash -c "for k in $PACKING; do python3 -m rewindkit.cli grid paper --kind one_shot --plan --set packing=\$k; done;
   python3 -c 'import torch; from rewindkit import costs; print(costs.device_costs(torch.cuda.get_device_name()).to_string())'"
 ls -la "$OUT"

@@ -31,7 +31,7 @@ _pin()  # before any torch op picks its CPU kernels (rewindkit.platform.numerics
 # The kit's own networks, datasets, metrics and schedules register themselves in the one registry
 # when their modules are imported: import them with the package, so every name is taken before a
 # user registers anything.
-from .core import metrics, recipe  # noqa: E402,F401  (accuracy; step and gnmt)
+from .core import metrics, recipe  # noqa: E402,F401  (accuracy; step, gnmt, cosine, linear, one_cycle)
 from . import data, models  # noqa: E402,F401  (the datasets and BLEU; the networks)
 
 FACE = {"pruning": "core.pruning", "techniques": "core.techniques", "training": "core.training",

@@ -21,6 +21,17 @@ import sys
 from pathlib import Path
 
 
+def _workers(text: str):
+    """--workers N or --workers auto; anything else is refused naming the valid values."""
+    import argparse
+    from .platform.cores import check_workers
+    try:
+        return check_workers("auto" if text == "auto" else int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"workers must be a whole number ≥ 1 or 'auto' (every available core); "
+                                         f"got {text!r}") from None
+
+
 def _grid(args) -> int:
     from .experiments import run_grid
     from .engine.profiles import get_profile, parse_overrides
@@ -96,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kind", required=True, choices=GRID_KINDS)
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile field (repeatable)")
     g.add_argument("--out", help="results folder (default runs/PROFILE)")
-    g.add_argument("--workers", type=int, help="parallel worker processes (default: the profile's)")
+    g.add_argument("--workers", type=_workers, help="parallel worker processes, or 'auto': every core available "
+                   "to this process, capped by memory (default: the profile's, auto for the CPU profiles)")
     g.add_argument("--executor", default=EXECUTORS[0], choices=EXECUTORS,
                    help="run here (default) or as Ray tasks (pip install 'rewindkit[ray]')")
     g.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")

@@ -3,13 +3,14 @@
 A front over the engine (:mod:`rewindkit.engine`, one concept a module): ``profiles``, ``runs`` (a
 run's identity and folder), ``runner`` (executing one run), ``grids`` (the paper's grids: what a
 researcher edits), ``executors`` (local worker processes or Ray), ``costs`` and ``tables`` (the
-results tables). This module owns :func:`run_grid`, :func:`dense_run` and :class:`GridResult`; the
+results tables). This module owns :func:`run_grid`, :func:`run_grids`, :func:`dense_run` and
+:class:`GridResult`; the
 other public names are the engine modules', importable from here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,34 @@ def run_grid(profile: Profile, kind: str, out=None, *, techniques=None, workers:
     else:
         results = run_specs(specs, out, profile.hardware, workers or profile.workers, progress, log, log_epochs)
     write_tables(out)
+    return _grid_result(profile, kind, out, specs, results)
+
+
+def _grid_result(profile: Profile, kind: str, out: Path, specs: list[RunSpec], results: dict) -> GridResult:
+    """The tables of ``specs``' runs (this grid's only, whatever else the folder holds)."""
     ids = list(dict.fromkeys(s.id for s in specs))
     pruned, base = tables([results[i] for i in ids])
     return GridResult(profile, kind, out, pruned, base, ids)
+
+
+def run_grids(profiles: Mapping[str, Profile], kind: str, out=None, *, techniques=None, workers: int | None = None,
+              progress: bool | None = None, log: Callable[[str], None] | None = None,
+              log_epochs: bool = False) -> dict[str, GridResult]:
+    """Several grids as one: every run of each profile's ``kind`` grid in one pool of workers (the
+    first profile's hardware and ``workers``), then each grid's :class:`GridResult` by its label —
+    the runs, ids and tables :func:`run_grid` gives each, without one pool start and one idle tail
+    per grid (notebook 12: a grid per LR schedule, random mask and sign rule). ``out`` defaults to
+    the first profile's ``runs/<name>``."""
+    if not profiles:
+        raise ValueError("run_grids needs at least one profile")
+    if kind not in GRID_KINDS:
+        raise ValueError(f"unknown grid kind {kind!r}; valid kinds: {', '.join(GRID_KINDS)}")
+    for tech in techniques or ():
+        Technique.parse(tech)
+    first = next(iter(profiles.values()))
+    out = Path(out) if out is not None else results_dir(first.name)
+    specs = {label: grid_specs(profile, kind, techniques) for label, profile in profiles.items()}
+    results = run_specs([s for grid in specs.values() for s in grid], out, first.hardware, workers or first.workers,
+                        progress, log, log_epochs)
+    write_tables(out)
+    return {label: _grid_result(profiles[label], kind, out, grid, results) for label, grid in specs.items()}

@@ -23,6 +23,21 @@ def fabricate_cifar(path, per_batch=20, seed=0):
     return path
 
 
+def trained_like(name, seed=0, **options):
+    """A kit network whose BatchNorms hold non-trivial statistics and affine parameters (a fresh one
+    has γ = 1, β = 0, mean 0, var 1, which would hide a wrongly removed BatchNorm entry), in eval mode."""
+    from rewindkit.models import vision_network
+    torch.manual_seed(seed)
+    model = vision_network(name, **options)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+            module.bias.data.normal_()
+    return model.eval()
+
+
 @contextlib.contextmanager
 def one_thread():
     """Run with one CPU thread, as worker processes, Ray tasks and torchrun ranks do here, so results

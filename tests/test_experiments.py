@@ -16,7 +16,8 @@ from helpers import one_thread
 from rewindkit import cli
 from rewindkit import experiments as E
 from rewindkit import profiles as P
-from rewindkit.engine import runner
+from rewindkit.engine import executors as executors_module, runner
+from rewindkit.platform import cores as cores_module
 from rewindkit.core.masks import Mask
 from rewindkit.notebook import views
 from rewindkit.platform.storage import CorruptFileError
@@ -313,8 +314,9 @@ def test_cli_grid_and_errors(tmp_path, capsys):
 
 def test_parallel_workers_give_the_same_table(tmp_path, monkeypatch):
     """Every run trains with one CPU thread wherever it executes (hardware.run_threads): a grid run in
-    this process trains with one thread whatever the caller's count (restored afterwards), and its
-    table is bit-identical to one run by worker processes."""
+    this process (workers=1) trains with one thread whatever the caller's count (restored afterwards),
+    and its table is bit-identical to one run with the automatic worker count (every available core;
+    worker processes wherever the process may use two cores or more)."""
     from rewindkit.engine import executors
     profile = P.get_profile("smoke", **CRASH_PROFILE)
     seen = []
@@ -327,14 +329,37 @@ def test_parallel_workers_give_the_same_table(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        serial = E.run_grid(profile, "iterative", tmp_path / "serial", progress=False)
+        serial = E.run_grid(profile, "iterative", tmp_path / "serial", progress=False, workers=1)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
     assert len(seen) == len(serial.results) + len(serial.base) and set(seen) == {1}
     monkeypatch.undo()
-    parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, workers=2)
+    lines = []
+    assert profile.workers == "auto"  # the CPU profiles' default
+    parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, log=lines.append)
     pd.testing.assert_frame_equal(serial.results, parallel.results)
+    cores = cores_module.available_cores()
+    assert any(f"{min(cores, cores_module.auto_workers())} worker process" in line and f"{cores} cores available" in line
+               for line in lines), lines
+
+
+def test_automatic_worker_count_is_every_available_core_capped_by_memory(monkeypatch):
+    from rewindkit.platform import cores
+    gib = 2**30
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: set(range(8)))  # a taskset/container limit
+    assert cores.available_cores() == 8
+    assert cores.auto_workers(memory=64 * gib) == 8
+    assert cores.auto_workers(memory=3 * cores.WORKER_MEMORY + 1) == 3  # memory holds three workers
+    assert cores.auto_workers(memory=cores.WORKER_MEMORY - 1) == 1  # never fewer than one
+    monkeypatch.setattr(cores, "available_memory", lambda: None)  # unknown memory: every core
+    assert cores.resolve_workers("auto") == 8
+    assert cores.resolve_workers("auto", device="cuda") == cores.resolve_workers("auto", packing=4) == 1
+    assert cores.resolve_workers(3) == 3
+    for bad in (0, -1, 1.5, True, "all", None):
+        with pytest.raises(ValueError, match=f"whole number ≥ 1 or 'auto'.*got {bad!r}"):
+            cores.check_workers(bad)
+    assert executors_module.concurrency("auto", P.get_profile("smoke").hardware, plugin_runs=False) == (8, 1)
 
 
 def test_cifar10_grid_end_to_end_on_fabricated_archive(tmp_path, monkeypatch):
@@ -402,7 +427,8 @@ def test_a_full_disk_gets_a_clear_error_and_a_rerun_completes_the_same_table(tmp
     import errno
 
     from rewindkit.platform import storage
-    profile = P.get_profile("smoke", densities=(0.5,), techniques=("fine_tuning", "lr_rewinding"))
+    profile = P.get_profile("smoke", densities=(0.5,), techniques=("fine_tuning", "lr_rewinding"),
+                            workers=1)  # in this process, where the full disk is simulated
     with one_thread():
         want = E.run_grid(profile, "one_shot", tmp_path / "whole", progress=False).results
     real_replace, writes = os.replace, []
@@ -531,6 +557,25 @@ def test_plan_prints_the_grid_cost_and_writes_nothing(tmp_path, capsys):
     assert costs.table_throughput(smoke, pd.DataFrame([{**row, "packing": 4}])) is None  # more packed than we run
     assert costs.eta_seconds(10.0, 2.0, 3.0) == 15.0 and costs.eta_seconds(5.0, 0.0, 3.0) is None
     assert [costs.duration(s) for s in (42, 720, 3.4 * 3600, 3 * 86400)] == ["42 s", "12 min", "3.4 h", "3.0 days"]
+    assert "runs at once: 2 — 2 worker processes (workers=2)" in costs.plan_report(smoke, "one_shot")
+
+
+def test_a_notebook_states_its_expected_wait_from_the_table(tmp_path, monkeypatch):
+    """Notebook 01 says how long it will train before it does: remaining epochs × the table's seconds
+    per epoch ÷ runs at once — this CPU's row, else another CPU's, named as such."""
+    from rewindkit.engine import costs
+    smoke = P.get_profile("smoke", workers=2)
+    cost = costs.grid_cost(smoke, "one_shot", tmp_path)
+    row = {"workload": costs.workload(smoke), "device": costs.device_name(smoke.hardware), "packing": 2,
+           "seconds_per_epoch": 3.0, "hardware": "fp32", "measured_by": "a test"}
+    monkeypatch.setattr(costs, "load_throughput", lambda path=None: pd.DataFrame([row]))
+    text = costs.expected_wait(smoke, "one_shot", tmp_path)
+    assert f"{cost.runs} runs, {cost.remaining_epochs:,.0f} training epochs at this machine's measured 3 s" in text
+    assert f"2 at once → about {costs.duration(cost.remaining_epochs * 3.0 / 2)} of training" in text
+    monkeypatch.setattr(costs, "load_throughput", lambda path=None: pd.DataFrame([{**row, "device": "cpu: Other CPU"}]))
+    assert "at Other CPU's (not this CPU's) measured 3 s" in costs.expected_wait(smoke, "one_shot", tmp_path)
+    monkeypatch.setattr(costs, "load_throughput", lambda path=None: pd.DataFrame(columns=costs.THROUGHPUT_COLUMNS))
+    assert "--plan --probe` times it here" in costs.expected_wait(smoke, "one_shot", tmp_path)
 
 
 def test_plan_probe_times_this_device_and_a_running_grid_shows_an_eta(tmp_path, capsys):
@@ -546,7 +591,8 @@ def test_plan_probe_times_this_device_and_a_running_grid_shows_an_eta(tmp_path, 
     lines = []
     E.run_grid(P.get_profile("smoke", densities=(0.5,), techniques=("lr_rewinding",)), "one_shot", tmp_path,
                progress=False, log=lines.append)
-    assert lines[0].startswith("[1/3] dense") and "ETA" in lines[0] and lines[-1].startswith("[3/3]")
+    assert lines[0].startswith("3 runs to train, ") and " at once: " in lines[0]  # how many go at once
+    assert lines[1].startswith("[1/3] dense") and "ETA" in lines[1] and lines[-1].startswith("[3/3]")
     assert "0 epochs left" in lines[-1]
 
 

@@ -20,7 +20,7 @@ def out(tmp_path_factory):
 
 
 def test_notebook_conventions():
-    assert len(NOTEBOOKS) == 11
+    assert len(NOTEBOOKS) == 12
     for path in nb.list_notebooks():
         book = json.loads(path.read_text())
         assert book["metadata"]["kernelspec"]["name"] == "python3"
@@ -76,6 +76,11 @@ def test_notebook_runs_in_smoke_profile(name, out, monkeypatch):
         if name == "01_quickstart":  # the bars are the library's per-run Δ table, one run per technique
             bars = pd.read_csv(figures / "01_quickstart.csv")
             assert bars.technique.tolist() == ["fine_tuning", "weight_rewinding", "lr_rewinding"] and "delta" in bars
+        if name == "08_flops":  # the second half: the shipped speed-up table drawn, and a live measurement
+            drawn = pd.read_csv(figures / "08_measured_speedup.csv")
+            assert {"ResNet-56", "laptop 1-D ResNet"} <= set(drawn.network)
+            assert {"compacted", "masked", "sparse kernels"} == set(drawn.variant)
+            assert "Here, now: the compacted laptop 1-D ResNet at level 5" in executed[0].read_text()
     elif name == "02_three_techniques":
         table = pd.read_csv(figures / "02_results.csv")
         assert set(table.columns) == {"layer", "density", "mask"} and table.density.between(0, 1).all()
@@ -93,6 +98,19 @@ def test_notebook_runs_in_smoke_profile(name, out, monkeypatch):
         import re
         text = executed[0].read_text()
         assert re.search(r"dense test BLEU \d+\.\d", text)  # printed by the grid cell: the metric is BLEU
+    elif name == "12_after_the_paper":  # the closing note's three tables and four figures, each with its CSV
+        wins = pd.read_csv(figures / "12_win_rates.csv")
+        assert wins.schedule.tolist() == ["step", "cosine", "linear", "one_cycle"]
+        assert wins[["LRR ≥ FT", "WR ≥ FT", "LRR ≥ WR"]].stack().between(0, 1).all()
+        masks = pd.read_csv(figures / "12_random_masks.csv")
+        assert {"global_magnitude", "random_magnitude", "random_uniform"} <= set(masks.columns)
+        assert set(masks.technique) == {"fine_tuning", "weight_rewinding", "lr_rewinding"}
+        signs = pd.read_csv(figures / "12_sign_flips.csv")
+        assert set(zip(signs.technique, signs.signs)) == {("fine_tuning", "own"), ("weight_rewinding", "own"),
+                                                          ("lr_rewinding", "own"), ("weight_rewinding", "dense")}
+        assert signs.final_differs.between(0, 100).all()
+        pngs = list(figures.glob("12_*.png"))
+        assert len(pngs) == 4 and all((p.with_suffix(".csv")).exists() for p in pngs)
     elif name == "10_imagenet":  # no ImageNet folder or GPU here: it must say so and still draw the paper's part
         text = executed[0].read_text()
         assert "The ImageNet grid is not run here:" in text and "ImageNet not found" in text

@@ -200,8 +200,9 @@ def test_bad_plugins_get_clear_errors(registered):
         get_profile("smoke", network="nope")
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; valid optimizers: sgd, adam"):
         Recipe(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'; valid schedules: step, gnmt, halving"):
-        Recipe(lr_schedule="cosine")
+    with pytest.raises(ValueError, match="unknown lr_schedule 'exponential'; valid schedules: step, gnmt, cosine, "
+                                         "linear, one_cycle, halving"):
+        Recipe(lr_schedule="exponential")
     profile = get_profile("smoke", network="tiny_mlp", dataset="tiny_data", n_train=None, n_eval=None)
     with pytest.raises(ValueError, match="plug-ins registered in this process"):
         experiments.run_grid(profile, "one_shot", executor="ray", progress=False)

@@ -2,9 +2,11 @@
 
 * :func:`global_magnitude` — the paper's unstructured rule: one magnitude threshold over every conv
   and linear weight, already-pruned weights counting as zero (§3.1).
-* :func:`layerwise_magnitude`, :func:`random_pruning` — ablation baselines.
+* :func:`layerwise_magnitude`, :func:`random_pruning` — ablation baselines; :func:`random_like_magnitude`
+  — random weights at magnitude pruning's per-layer counts (beyond the paper: Le & Hua 2021).
 * :func:`l1_filters` — L1-norm filter pruning after Li et al. (2017) with the paper's ResNet-56/110
-  configurations A and B (§3.2), compression levels 1–5.
+  configurations A and B (§3.2), compression levels 1–5; :func:`compact` (from
+  :mod:`.compaction`) turns such a mask into a physically smaller network.
 
 ``density`` is always the fraction of *all prunable weights* that the returned mask keeps.
 """
@@ -19,7 +21,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .compaction import compact  # noqa: F401  (pruning.compact: a structured mask made physical)
 from .masks import Mask
+from .seeds import derive_seed
+from .residual import residual_blocks
 
 
 KEEP_PER_LEVEL = 0.8  # each round of the paper's iterative pruning keeps 80% of the remaining weights (§5)
@@ -111,6 +116,23 @@ def random_pruning(model: nn.Module, density: float, mask: Mask | None = None, s
     return _mask_from_scores(base, scores, _keep_count(density, base))
 
 
+@torch.no_grad()
+def random_like_magnitude(model: nn.Module, density: float, mask: Mask | None = None, seed: int = 0) -> Mask:
+    """Keep, in every layer, as many uniformly random weights as :func:`global_magnitude` keeps there
+    (its per-layer densities, hence its global count, exactly): the random masks of Le & Hua (ICLR
+    2021) and Gadhikar & Burkholz (ICLR 2024), which keep a pruning method's layer-wise sparsity."""
+    magnitude = global_magnitude(model, density, mask)
+    base = _base_mask(model, mask)
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(base)
+    for n in base.weight_names:
+        score = ((torch.rand(base[n].shape, generator=gen) + 1.0) * base[n].cpu()).flatten()
+        keep = torch.zeros_like(score, dtype=torch.bool)
+        keep[torch.topk(score, int(magnitude[n].sum()), sorted=False).indices] = True
+        out[n] = keep.view_as(base[n]) & base[n].cpu()
+    return base.replace(out)
+
+
 # --------------------------------------------------------------------------------------------------
 # Structured: L1-norm filter pruning (Li et al. 2017) with the paper's configurations (§3.2)
 # --------------------------------------------------------------------------------------------------
@@ -153,17 +175,6 @@ FILTER_CONFIGS: dict[str, FilterConfig] = {
     "generic_b": FilterConfig("generic_b", (0.6, 0.3, 0.1), variant="b"),
 }
 LEVELS = (1, 2, 3, 4, 5)
-
-
-@torch.no_grad()
-def residual_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
-    """(stage index, block) for every residual block, in order: the kit's CIFAR/1-D ResNets
-    (``stages``) and torchvision's ImageNet ResNets (``layer1`` … ``layer4``)."""
-    if hasattr(model, "stages"):
-        return [(s, b) for s, stage in enumerate(model.stages) for b in stage]
-    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
-        return [(s, b) for s, layer in enumerate(getattr(model, f"layer{i}") for i in range(1, 5)) for b in layer]
-    raise ValueError(f"L1 filter pruning needs a residual network; {type(model).__name__} has no blocks")
 
 
 def filter_count(fraction: float, n_filters: int, rounding: str, draw: random.Random) -> int:
@@ -313,8 +324,60 @@ class FilterPruning:
         return {"method": self.method, "config": self.config, "level": self.level}
 
 
-PRUNING_METHODS = {cls.method: cls for cls in (GlobalMagnitude, FilterPruning)}
-Pruning = GlobalMagnitude | FilterPruning
+@dataclass(frozen=True)
+class RandomPruning:
+    """A random mask at ``density`` (beyond the paper: Le & Hua, ICLR 2021; Gadhikar & Burkholz, ICLR
+    2024): ``layers="magnitude"`` keeps global magnitude pruning's count in every layer
+    (:func:`random_like_magnitude`), ``layers="uniform"`` a uniformly random ``density`` of all prunable
+    weights (:func:`random_pruning`). ``seed`` draws the mask; :meth:`for_trial` derives it from the
+    run's trial seed, so every technique of a trial retrains the same mask, as with magnitude pruning."""
+
+    density: float
+    layers: str
+    seed: int
+    method: ClassVar[str] = "random"
+
+    def __post_init__(self):
+        _check_density(self.density)
+        if self.layers not in RANDOM_LAYERS:
+            raise ValueError(f"unknown random-mask layers {self.layers!r}; valid: {', '.join(RANDOM_LAYERS)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a whole number ≥ 0; got {self.seed!r}")
+
+    @classmethod
+    def for_trial(cls, density: float, layers: str, trial: int) -> RandomPruning:
+        """The random mask of trial ``trial``: its seed derived from the trial, the layers rule and the density."""
+        return cls(density, layers, derive_seed(trial, "random_mask", layers, float(density)))
+
+    @property
+    def label(self) -> str:
+        return f"random_{self.layers}"  # the "pruning" column of the results tables
+
+    def apply(self, model: nn.Module, mask: Mask | None = None) -> Mask:
+        rule = random_like_magnitude if self.layers == "magnitude" else random_pruning
+        return rule(model, self.density, mask, seed=self.seed)
+
+    def describe(self) -> str:
+        return f"random ({self.layers} layers) density={self.density:.4g}"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "density": self.density, "layers": self.layers, "seed": self.seed}
+
+
+RANDOM_LAYERS = ("magnitude", "uniform")
+PRUNING_METHODS = {cls.method: cls for cls in (GlobalMagnitude, FilterPruning, RandomPruning)}
+Pruning = GlobalMagnitude | FilterPruning | RandomPruning
+# The unstructured pruning of a grid (Profile.pruning): magnitude (§3.1) or a random mask (beyond the paper)
+UNSTRUCTURED_PRUNINGS = ("global_magnitude", *(f"random_{layers}" for layers in RANDOM_LAYERS))
+
+
+def unstructured_pruning(name: str, density: float, trial: int) -> Pruning:
+    """The description of ``name`` (one of :data:`UNSTRUCTURED_PRUNINGS`) at ``density`` for trial ``trial``."""
+    if name not in UNSTRUCTURED_PRUNINGS:
+        raise ValueError(f"unknown unstructured pruning {name!r}; valid: {', '.join(UNSTRUCTURED_PRUNINGS)}")
+    if name == "global_magnitude":
+        return GlobalMagnitude(density)
+    return RandomPruning.for_trial(density, name.removeprefix("random_"), trial)
 
 
 def pruning_from_dict(d: dict) -> Pruning:

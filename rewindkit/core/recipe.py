@@ -8,7 +8,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .batches import steps_per_epoch
 from ..platform import registry
-from .schedules import FunctionSchedule, GnmtSchedule, StepSchedule
+from .schedules import ANNEALING_SCHEDULES, FunctionSchedule, GnmtSchedule, StepSchedule, step_final_lr
 
 
 def _is_number(value) -> bool:
@@ -38,8 +38,10 @@ class Recipe:
     decay_batchnorm: bool = True
     fine_tune_lr: float | None = None  # None: the schedule's final LR
     # Beyond SGD and step decay (GNMT, §2): Adam (β, ε), gradient clipping, label smoothing, and the
-    # LR schedule by name: "step" (the above), "gnmt" (exponential warm-up, staircase halving) or a
-    # registered one (rewindkit.plugins.register_schedule). Left at their defaults they are not part
+    # LR schedule by name: "step" (the above), "gnmt" (exponential warm-up, staircase halving),
+    # "cosine", "linear" or "one_cycle" (from lr to the step schedule's final LR, lr × gamma **
+    # len(milestones), with warmup_epochs on top; core/schedules.py) or a registered one
+    # (rewindkit.plugins.register_schedule). Left at their defaults they are not part
     # of to_dict(), so the ids of every run made before they existed stay as they were.
     optimizer: str = "sgd"  # "sgd" (momentum / Nesterov) or "adam"
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -79,9 +81,9 @@ class Recipe:
                              f"{', '.join(registry.names('schedule'))}")
         if unknown and plugin.builtin:  # a registered schedule reads its own options
             raise ValueError(f"unknown schedule_options {unknown} for lr_schedule={self.lr_schedule!r}; valid: "
-                             f"{', '.join(valid) or 'none (the step schedule takes milestones, gamma, warmup_epochs)'}")
+                             f"{', '.join(valid) or 'none (step, cosine, linear and one_cycle take milestones, gamma, warmup_epochs)'}")
 
-    def schedule(self, n_train: int) -> StepSchedule | GnmtSchedule | FunctionSchedule:
+    def schedule(self, n_train: int):
         """The per-iteration LR schedule on a training set of ``n_train`` examples
         (:func:`batches.steps_per_epoch` iterations per epoch)."""
         spe = steps_per_epoch(n_train, self.batch_size)
@@ -105,7 +107,17 @@ OPTIMIZERS = ("sgd", "adam")
 registry.register_builtin("schedule", "step", lambda r, spe: StepSchedule(r.lr, r.epochs, spe, r.milestones, r.gamma,
                                                                           r.warmup_epochs))
 registry.register_builtin("schedule", "gnmt", lambda r, spe: GnmtSchedule(r.lr, r.epochs, spe, **r.schedule_options))
-LR_SCHEDULES = ("step", "gnmt")
+
+
+def _annealing(cls):
+    """Recipe → an annealing schedule from ``lr`` to the step schedule's final LR (the fine-tuning LR
+    of every schedule, §1), with the recipe's warm-up."""
+    return lambda r, spe: cls(r.lr, r.epochs, spe, step_final_lr(r.lr, r.gamma, r.milestones), r.warmup_epochs)
+
+
+for _name, _cls in ANNEALING_SCHEDULES.items():
+    registry.register_builtin("schedule", _name, _annealing(_cls))
+LR_SCHEDULES = ("step", "gnmt", *ANNEALING_SCHEDULES)
 GNMT_SCHEDULE_OPTIONS = tuple(f.name for f in fields(GnmtSchedule) if f.init and f.name not in ("peak_lr", "epochs",
                                                                                                 "steps_per_epoch"))
 _LATER_FIELDS = ("optimizer", "adam_betas", "adam_eps", "grad_clip_norm", "label_smoothing", "lr_schedule",

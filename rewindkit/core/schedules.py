@@ -3,6 +3,11 @@
 The paper's schedules are step decay with optional linear warmup: CIFAR 0.1, ×0.1 at epochs 91 and
 136 of 182; ImageNet 0.4 with 5 warmup epochs, ×0.1 at 30, 60, 80 of 90. An epoch is a whole number
 ``steps_per_epoch`` of iterations, so epoch ↔ iteration conversion is exact integer arithmetic.
+
+Beyond the paper (the authors tested step decay only; Le & Hua, ICLR 2021, retrain with one-cycle):
+cosine, linear and one-cycle annealing from the peak LR to the step schedule's final LR
+(:class:`CosineSchedule`, :class:`LinearSchedule`, :class:`OneCycleSchedule`), so fine-tuning trains
+at the same LR under every schedule.
 """
 
 from __future__ import annotations
@@ -67,15 +72,103 @@ class StepSchedule(_PerIteration):
     def lr(self, step: int) -> float:
         """Learning rate used by the optimizer update of iteration ``step`` (0-based)."""
         decays = sum(step >= m for m in self.milestone_steps)
-        lr = self.base_lr * self.gamma**decays
-        if self.warmup_steps and step < self.warmup_steps:
-            lr *= step / self.warmup_steps
-        return lr
+        return _warm_up(self.base_lr * self.gamma**decays, step, self.warmup_steps)
 
     @property
     def final_lr(self) -> float:
         """LR after every milestone: the fine-tuning LR (CIFAR 0.001, ImageNet 0.0004)."""
-        return self.base_lr * self.gamma ** len(self.milestones)
+        return step_final_lr(self.base_lr, self.gamma, self.milestones)
+
+
+def step_final_lr(base_lr: float, gamma: float, milestones) -> float:
+    """Step decay's final LR, ``base_lr × gamma ** len(milestones)``: the fine-tuning LR (§1), and the
+    LR every annealing schedule below ends at."""
+    return base_lr * gamma ** len(milestones)
+
+
+def _warm_up(lr: float, step: int, warmup_steps: int) -> float:
+    """Linear warm-up from zero over ``warmup_steps`` on top of any schedule (:class:`StepSchedule`'s rule)."""
+    return lr * (step / warmup_steps) if warmup_steps and step < warmup_steps else lr
+
+
+@dataclass(frozen=True)
+class _Annealing(_PerIteration):
+    """A schedule that anneals from ``base_lr`` (p) at iteration 0 to ``final_lr`` (f) at S = T in
+    iterations, then stays at f (fine-tuning trains there, reinitialization's last t epochs too), with
+    :class:`StepSchedule`'s linear warm-up on top. A subclass gives the shape, :meth:`_anneal`.
+    The recipe sets f to the step schedule's final LR (``lr × gamma ** len(milestones)``), so every
+    schedule fine-tunes at the same LR (§1)."""
+
+    base_lr: float
+    epochs: int
+    steps_per_epoch: int
+    final_lr: float
+    warmup_epochs: float = 0.0
+    warmup_steps: int = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._check_length()
+        for name in ("base_lr", "final_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite learning rate ≥ 0; got {value!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, {self.epochs}]; got {self.warmup_epochs}")
+        object.__setattr__(self, "warmup_steps", self.epoch_to_step(self.warmup_epochs))
+
+    def lr(self, step: int) -> float:
+        """Learning rate used by the optimizer update of iteration ``step`` (0-based); f from T on."""
+        lr = self.final_lr if step >= self.total_steps else self._anneal(step, self.total_steps)
+        return _warm_up(lr, step, self.warmup_steps)
+
+    def _anneal(self, s: int, S: int) -> float:
+        raise NotImplementedError
+
+
+def _cosine(p: float, f: float, x: float) -> float:
+    """Cosine annealing from p (x = 0) to f (x = 1)."""
+    return f + (p - f) * (1 + math.cos(math.pi * x)) / 2
+
+
+@dataclass(frozen=True)
+class CosineSchedule(_Annealing):
+    """Cosine annealing (Loshchilov & Hutter 2017): ``lr(s) = f + (p − f) · (1 + cos(π s / S)) / 2``."""
+
+    def _anneal(self, s: int, S: int) -> float:
+        return _cosine(self.base_lr, self.final_lr, s / S)
+
+
+@dataclass(frozen=True)
+class LinearSchedule(_Annealing):
+    """Linear decay: ``lr(s) = p − (p − f) · s / S``."""
+
+    def _anneal(self, s: int, S: int) -> float:
+        return self.base_lr - (self.base_lr - self.final_lr) * s / S
+
+
+ONE_CYCLE_RAMP = 0.3  # the fraction of T spent ramping up (PyTorch's OneCycleLR pct_start)
+ONE_CYCLE_START = 25  # the ramp starts at p / 25 (OneCycleLR's div_factor)
+
+
+@dataclass(frozen=True)
+class OneCycleSchedule(_Annealing):
+    """One cycle (Smith & Topin 2019; Le & Hua, ICLR 2021, retrain with it): with w = ⌊0.3 S⌋, a
+    linear ramp ``lr(s) = p/25 + (p − p/25) · s / w`` for s < w, then cosine annealing
+    ``f + (p − f) · (1 + cos(π (s − w) / (S − w))) / 2``."""
+
+    @property
+    def ramp_steps(self) -> int:
+        """w = ⌊0.3 S⌋."""
+        return math.floor(ONE_CYCLE_RAMP * self.total_steps)
+
+    def _anneal(self, s: int, S: int) -> float:
+        p, w = self.base_lr, self.ramp_steps
+        if s < w:
+            return p / ONE_CYCLE_START + (p - p / ONE_CYCLE_START) * s / w
+        return _cosine(p, self.final_lr, (s - w) / (S - w))
+
+
+ANNEALING_SCHEDULES = {"cosine": CosineSchedule, "linear": LinearSchedule, "one_cycle": OneCycleSchedule}
 
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..platform import numerics
 from .grids import grid_specs
+from ..platform.cores import describe_workers, resolve_workers
 from ..platform.hardware import Hardware, own_stream, run_threads
 from .profiles import Profile
 from .runs import RunStore, canonical_json, setup_from_profile
@@ -102,20 +103,48 @@ class Throughput:
 
 def runs_at_once(profile: Profile) -> int:
     """How many runs train at the same time: worker processes × runs packed on each device."""
-    return profile.workers * profile.hardware.packing
+    return resolve_workers(profile.workers, profile.hardware.device, profile.hardware.packing) * profile.hardware.packing
 
 
-def table_throughput(profile: Profile, table: pd.DataFrame | None = None) -> Throughput | None:
-    """The table's row for this profile's workload on this device: the one measured with as many
-    runs at once as the profile trains (:func:`runs_at_once`), else the nearest packing below."""
+def table_throughput(profile: Profile, table: pd.DataFrame | None = None, device: str | None = None) -> Throughput | None:
+    """The table's row for this profile's workload on this device (or on ``device`` as the table names
+    it): the one measured with as many runs at once as the profile trains (:func:`runs_at_once`), else
+    the nearest packing below."""
     table = load_throughput() if table is None else table
-    rows = table[(table["workload"] == workload(profile)) & (table["device"] == device_name(profile.hardware))]
+    device = device_name(profile.hardware) if device is None else device
+    rows = table[(table["workload"] == workload(profile)) & (table["device"] == device)]
     rows = rows[rows["packing"] <= runs_at_once(profile)].sort_values("packing")
     if rows.empty:
         return None
     row = rows.iloc[-1]
     return Throughput(float(row["seconds_per_epoch"]), int(row["packing"]),
                       f"throughput table ({row['hardware']}; {row['measured_by']})")
+
+
+def expected_wait(profile: Profile, kind: str, out=None) -> str:
+    """What a notebook says before it trains: the grid's remaining training time from the shipped
+    throughput table — measured on this device, or else on the CPU the table was measured on (named,
+    with a warning that this one may differ) — with the runs it trains at once."""
+    cost = grid_cost(profile, kind, out)
+    if not cost.remaining_epochs:
+        return f"All {cost.runs} runs of this grid are already in the results folder: nothing to train."
+    here = device_name(profile.hardware)
+    found, where = table_throughput(profile), "this machine's"
+    if found is None and not profile.hardware.is_cuda:
+        table = load_throughput()
+        measured = table[(table["workload"] == workload(profile)) & table["device"].str.startswith("cpu:")]
+        for other in dict.fromkeys(measured["device"]):
+            found, where = table_throughput(profile, table, other), f"{other.removeprefix('cpu: ')}'s (not this CPU's)"
+            break
+    if found is None:
+        return (f"{cost.runs - cost.finished} runs to train ({cost.remaining_epochs:,.0f} epochs); no measured "
+                f"throughput for this workload on {here}: `rewindkit grid {profile.name} --kind {kind} --plan --probe` "
+                "times it here.")
+    concurrent = max(found.packing, runs_at_once(profile))
+    seconds = cost.remaining_epochs * found.seconds_per_epoch / concurrent
+    return (f"Expected wait: {cost.runs - cost.finished} runs, {cost.remaining_epochs:,.0f} training epochs at "
+            f"{where} measured {found.seconds_per_epoch:.3g} s per epoch, {concurrent} at once → about "
+            f"{duration(seconds)} of training, plus evaluation and start-up.")
 
 
 def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=None,
@@ -173,6 +202,9 @@ def plan_report(profile: Profile, kind: str, out=None, *, probe_device: bool = F
              f"  training epochs: {cost.epochs:,.0f} (dense T each; retraining t, reinitialization T + t)"]
     if out is not None:
         lines.append(f"  finished in {out}: {cost.finished} of {cost.runs} runs; {cost.remaining_epochs:,.0f} epochs to go")
+    hw = profile.hardware
+    lines.append(f"  runs at once: {runs_at_once(profile)} — "
+                 + (f"{hw.packing} packed on one device" if hw.packing > 1 else describe_workers(profile.workers, hw.device)))
     found = probe(profile, packing=runs_at_once(profile)) if probe_device else table_throughput(profile)
     device = device_name(profile.hardware)
     if found is None:

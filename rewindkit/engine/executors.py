@@ -15,6 +15,7 @@ import torch
 from ..platform import distributed
 from .costs import duration, eta_seconds
 from .grids import needed_rewinds
+from ..platform.cores import describe_workers, resolve_workers
 from ..platform.hardware import RUN_THREADS, Hardware, own_stream, run_threads
 from .runner import execute
 from .runs import RunSpec, RunStore, uses_plugins
@@ -56,13 +57,15 @@ def execute_packed(spec: RunSpec, out, hardware: Hardware, rewinds=(), log=None)
         return execute(spec, out, hardware, rewinds, log)
 
 
-def concurrency(workers: int, hardware: Hardware, plugin_runs: bool) -> tuple[int, int]:
-    """(worker processes, runs packed as threads) for a grid: under torchrun every rank runs every
+def concurrency(workers: int | str, hardware: Hardware, plugin_runs: bool) -> tuple[int, int]:
+    """(worker processes, runs packed as threads) for a grid (``workers="auto"``: every available core,
+    capped by memory, :func:`~rewindkit.platform.cores.resolve_workers`): under torchrun every rank runs every
     run, data-parallel (1, 1); worker processes or packing, not both; runs of plug-ins registered in
     this process cannot go to worker processes (they would not know the plug-ins), so their workers
     become threads — unless ``torch.compile`` is on, which is not thread-safe (why :class:`Hardware`
     refuses it with packing): then one run at a time."""
     packing = hardware.packing
+    workers = resolve_workers(workers, hardware.device, packing)
     if distributed.is_distributed():
         return 1, 1
     if workers > 1 and packing > 1:
@@ -73,7 +76,7 @@ def concurrency(workers: int, hardware: Hardware, plugin_runs: bool) -> tuple[in
     return workers, packing
 
 
-def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), workers: int = 1,
+def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), workers: int | str = 1,
               progress: bool | None = None, log: Callable[[str], None] | None = None,
               log_epochs: bool = False) -> dict[str, dict]:
     """Execute ``specs`` (deduplicated, dependencies first) and return ``{run id: result}``.
@@ -86,8 +89,12 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
     every rank executes every run together, data-parallel, so ``workers`` and packing are ignored.
     """
     plugin_runs = any(uses_plugins(s) for s in specs)
+    requested = workers
     workers, packing = concurrency(workers, hardware, plugin_runs)  # checked before anything is written
     unique, need, results, pending = _pending(specs, out)
+    if log is not None and pending:
+        at_once = f"{packing} runs packed on {hardware.device}" if packing > 1 else describe_workers(requested, hardware.device)
+        log(f"{len(pending)} runs to train, {min(len(pending), max(workers, packing))} at once: {at_once}")
     if log is not None and pending and hardware.compile and plugin_runs:
         log("plug-in runs with compile=True train one at a time here (worker processes do not know the "
             "plug-ins, and torch.compile is not thread-safe)")
@@ -158,7 +165,7 @@ def _ray_task(spec: RunSpec, out, hardware: Hardware, rewinds, *dependencies) ->
 
 
 def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *, address: str | None = None,
-                  workers: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
+                  workers: int | str | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Execute ``specs`` as Ray tasks: one GPU each where there are GPUs (``hardware.packing`` is
     not used: it packs runs as threads of one process), one CPU slot otherwise.
 
@@ -185,7 +192,7 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
         options = {"address": address, "include_dashboard": False, "log_to_driver": False,
                    "configure_logging": False}
         if address is None:
-            options["num_cpus"] = workers or os.cpu_count()
+            options["num_cpus"] = resolve_workers(workers or "auto")  # CPU slots: every available core by default
         ray.init(**{k: v for k, v in options.items() if v is not None or k == "address"})
     try:
         # one GPU per task, whatever the packing: K processes on one GPU time-slice it, which gave

@@ -6,12 +6,16 @@
   fixed budget, and every t of ``iterative_retrain_grid``), repeat; weight rewinding rewinds every
   level to the same iteration T−t of the dense run (§3.1);
 * **structured** — L1 filter configurations at levels 1–5, one-shot (§3.2).
+
+Beyond the paper (notebook 12), a profile's ``pruning`` swaps the one-shot and iterative grids'
+global magnitude pruning for a random mask, and its ``signs="dense"`` imposes the dense network's
+final signs on every retraining start; both are part of each run's id.
 """
 
 from __future__ import annotations
 
 from .profiles import GRID_KINDS, Profile
-from ..core.pruning import ITERATIVE_DIGITS, FilterPruning, GlobalMagnitude, geometric_density
+from ..core.pruning import ITERATIVE_DIGITS, FilterPruning, geometric_density, unstructured_pruning
 from .runs import RunSpec, setup_from_profile
 from ..core.techniques import StartFrom, starts_from
 
@@ -39,8 +43,8 @@ def one_shot_specs(profile: Profile, techniques=None) -> list[RunSpec]:
             for tech in techniques:
                 for t in _retrain_times(profile, tech, profile.retrain_times):
                     specs.append(RunSpec(dense.setup, dense.seed, tech, t,
-                                         GlobalMagnitude(density),
-                                         "one_shot", dense.id, dense.id, 1))
+                                         unstructured_pruning(profile.pruning, density, dense.seed),
+                                         "one_shot", dense.id, dense.id, 1, signs=profile.signs))
     return specs
 
 
@@ -72,8 +76,9 @@ def iterative_specs(profile: Profile, techniques=None) -> list[RunSpec]:
                 parent = dense.id
                 for level in range(1, profile.iterative_levels + 1):
                     spec = RunSpec(dense.setup, dense.seed, tech, _plain(t),
-                                   GlobalMagnitude(geometric_density(level, ITERATIVE_DIGITS)),
-                                   "iterative", parent, dense.id, level)
+                                   unstructured_pruning(profile.pruning, geometric_density(level, ITERATIVE_DIGITS),
+                                                        dense.seed),
+                                   "iterative", parent, dense.id, level, signs=profile.signs)
                     specs.append(spec)
                     parent = spec.id
     return specs
@@ -96,7 +101,7 @@ def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:
                     for t in _retrain_times(profile, tech, times):
                         specs.append(RunSpec(dense.setup, dense.seed, tech, t,
                                              FilterPruning(config, level),
-                                             "one_shot", dense.id, dense.id, level))
+                                             "one_shot", dense.id, dense.id, level, signs=profile.signs))
     return specs
 
 

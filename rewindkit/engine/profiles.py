@@ -22,10 +22,12 @@ from __future__ import annotations
 import ast
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..platform.cores import check_workers
 from ..platform.hardware import Hardware
 from ..core.recipe import GNMT_SCHEDULE_OPTIONS, IMAGENET_RECIPE, Recipe
 from ..core.pruning import geometric_density
-from ..core.schedules import GnmtSchedule
+from ..core.schedules import ANNEALING_SCHEDULES, GnmtSchedule, step_final_lr
+from ..core.signs import check_signs
 from ..core.techniques import iterative_budgets
 
 GRID_KINDS = ("one_shot", "iterative", "structured")
@@ -60,6 +62,12 @@ class Profile:
     retrain_times: tuple = PAPER_RETRAIN_TIMES
     techniques: tuple = ("fine_tuning", "weight_rewinding", "lr_rewinding",
                          "low_lr_weight_rewinding", "reinitialization")
+    # beyond the paper (notebook 12): the one-shot and iterative grids' pruning — global magnitude (§3.1)
+    # or a random mask, "random_magnitude" (magnitude's per-layer counts) or "random_uniform"
+    # (core.pruning.UNSTRUCTURED_PRUNINGS) — and signs imposed on every retraining start: None (the
+    # technique's own start) or "dense" (the dense network's final signs, core.signs)
+    pruning: str = "global_magnitude"
+    signs: str | None = None
     # iterative chain: levels of 20% pruning; t per technique ("force_all" in the paper's plots, §5.3)
     iterative_levels: int = 17
     iterative_retrain_times: dict | None = None  # None: the paper's fixed budgets for T and the t grid (chain_budgets)
@@ -76,7 +84,9 @@ class Profile:
     seeds: tuple = (1, 2, 3)
     # where and how to compute (never part of a run's identity); device "auto": CUDA if visible
     hardware: Hardware = field(default_factory=lambda: Hardware(device="auto"))
-    workers: int = 1  # runs at a time (local executor processes, Ray CPU slots)
+    # runs at a time (local executor processes, Ray CPU slots): a number, or "auto" — every core available
+    # to the process, capped by memory (platform.cores; one process on a GPU, where packing is the concurrency)
+    workers: int | str = "auto"
 
     def __post_init__(self):
         for section, cls in NESTED.items():  # a dict (from JSON or ``--set recipe={...}``) becomes the dataclass
@@ -108,6 +118,9 @@ class Profile:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(data.dataset_names())}")
         for d in self.densities:
             pruning.GlobalMagnitude(d)  # the pruning descriptions check their own values
+        if self.pruning not in pruning.UNSTRUCTURED_PRUNINGS:
+            raise ValueError(f"unknown pruning {self.pruning!r}; valid: {', '.join(pruning.UNSTRUCTURED_PRUNINGS)}")
+        check_signs(self.signs)
         for what, times in self.retrain_time_fields().items():  # each within T only for the grid that uses it
             for t in times:
                 if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
@@ -125,8 +138,7 @@ class Profile:
                 raise ValueError(f"{name} must be a whole number ≥ 1, or None for the whole split; got {value!r}")
         if not isinstance(self.evaluate_every_epoch, bool):
             raise ValueError(f"evaluate_every_epoch must be True or False; got {self.evaluate_every_epoch!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be ≥ 1; got {self.workers}")
+        check_workers(self.workers)
 
     def retrain_time_fields(self, kind: str | None = None) -> dict[str, tuple]:
         """The fields holding retraining times t, by name, for one grid kind or all: one-shot
@@ -169,6 +181,11 @@ class Profile:
                  **r.schedule_options}
             rows["LR schedule"] = (f"GNMT: exponential warm-up from LR/100 over {o['warmup_steps']} steps, then "
                                    f"×{o['decay_factor']:g} in {o['decay_count']} steps from {o['decay_start_fraction']:.0%} of T")
+        elif r.lr_schedule in ANNEALING_SCHEDULES:
+            final = step_final_lr(r.lr, r.gamma, r.milestones)
+            rows.update({"warm-up": f"{r.warmup_epochs:g} epochs, linear",
+                         "LR schedule": f"{r.lr_schedule.replace('_', '-')} from {r.lr:g} to {final:g} "
+                                        f"(step decay's final LR)"})
         else:
             rows["LR schedule"] = f"{r.lr_schedule} (a registered plug-in)"
         if r.optimizer == "adam":
@@ -180,6 +197,8 @@ class Profile:
             **({"label smoothing": r.label_smoothing} if r.label_smoothing else {}),
             **({"gradient clipping (norm)": r.grad_clip_norm} if r.grad_clip_norm else {}),
             "fine-tuning LR": "the schedule's final LR" if r.fine_tune_lr is None else r.fine_tune_lr,
+            **({"pruning (beyond the paper)": self.pruning} if self.pruning != "global_magnitude" else {}),
+            **({"signs imposed on each start": f"the {self.signs} network's"} if self.signs else {}),
             "retraining times t": ", ".join(map(str, self.retrain_times)),
             "densities (one-shot)": ", ".join(f"{d:.3f}" for d in self.densities)})
         return [{"setting": k, "value": v} for k, v in rows.items()]
@@ -215,7 +234,7 @@ PROFILES: dict[str, Profile] = {
         densities=tuple(geometric_density(k) for k in (4, 8, 12, 16)), retrain_times=(2, 4, 6, 8),
         iterative_levels=8, structured_configs=("generic_a", "generic_b"), structured_levels=(1, 5), structured_retrain_times=(2, 8),
         structured_techniques=("fine_tuning", "weight_rewinding", "lr_rewinding", "reinitialization"),
-        seeds=(1, 2, 3), hardware=Hardware(device="cpu", channels_last=True), workers=2, reinit_every_t=False,
+        seeds=(1, 2, 3), hardware=Hardware(device="cpu", channels_last=True), reinit_every_t=False,
         evaluate_every_epoch=False),
     "paper": Profile(
         name="paper", network="resnet56", dataset="cifar10", iterative_retrain_grid=PAPER_RETRAIN_TIMES,
@@ -243,7 +262,7 @@ PROFILES["translation"] = Profile(
     recipe=_TRANSLATION_RECIPE, densities=tuple(geometric_density(k) for k in (4, 6, 8)), retrain_times=(8, 16, 32),
     techniques=("fine_tuning", "weight_rewinding", "lr_rewinding"), iterative_levels=8,
     structured_configs=(),
-    seeds=(1, 2, 3), hardware=Hardware(device="cpu"), workers=2, evaluate_every_epoch=False)
+    seeds=(1, 2, 3), hardware=Hardware(device="cpu"), evaluate_every_epoch=False)
 PROFILES["translation_smoke"] = replace(
     PROFILES["translation"], name="translation_smoke",
     dataset_options={**PROFILES["translation"].dataset_options, "n_train": 128, "n_val": 32, "n_test": 32},

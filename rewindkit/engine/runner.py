@@ -28,7 +28,8 @@ from .runs import RunSpec, RunStore, canonical_json, provenance
 from ..core.schedules import StepSchedule
 from ..platform.storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
                       load_tensor_dict, load_torch)
-from ..core.techniques import StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan
+from ..core.signs import impose_signs
+from ..core.techniques import RetrainPlan, StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan, start_state
 from ..core.training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot
 
 _DATA_CACHE: dict[str, data.Dataset] = {}
@@ -110,6 +111,21 @@ def rewind_checkpoint(store: RunStore, dense_id: str, step: int, hardware: Hardw
     return TrainState.from_dict(load_torch(path, what="rewind checkpoint"))
 
 
+def run_start(store: RunStore, spec: RunSpec, plan: RetrainPlan, build, recipe: Recipe, mask: Mask | None,
+          hardware: Hardware) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """Model, optimizer and iteration where ``spec`` starts training (:func:`techniques.start_state`
+    of its plan: a fresh initialisation, its parent's final state, or the dense run's checkpoint at
+    T − t), with the dense run's final signs imposed on the surviving weights where the run asks for
+    them (``signs="dense"``: Gadhikar & Burkholz, ICLR 2024; :func:`rewindkit.core.signs.impose_signs`)."""
+    final = _final_state(store, spec.parent, plan.schedule.total_steps) if plan.start_from is StartFrom.FINAL else None
+    rewind = rewind_checkpoint(store, spec.dense, plan.rewind_step, hardware) if plan.rewind_step is not None else None
+    model, optimizer = start_state(build, recipe, plan, seed=spec.seed, final=final, rewind=rewind, hardware=hardware)
+    if spec.signs == "dense":
+        impose_signs(model, load_tensor_dict(store.dir(spec.dense) / "final.pt", what=f"final weights of run "
+                                                                                    f"{spec.dense}"), mask)
+    return model, optimizer, plan.start_step
+
+
 def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> None:
     """Before a run trains (paper §3.1 needs something to prune): the network has prunable tensors;
     the data follow the training-data protocol at the first batch, the network taking them
@@ -172,7 +188,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
         mask.save(folder / "mask.pt")
 
     checkpoint_path = folder / "checkpoint.pt"
-    rows, resume, final, rewind = [], None, None, None
+    rows = []
     if checkpoint_path.exists():
         ckpt = load_torch(checkpoint_path, what=f"checkpoint of run {run_id}")
         model = prepare_model(build(), hardware)
@@ -180,10 +196,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
         load_state(model, optimizer, TrainState.from_dict(ckpt))  # the one path to a state (kernel flags, layouts)
         resume, rows = (model, optimizer, int(ckpt["step"])), list(ckpt["rows"])
     else:
-        final = (_final_state(store, spec.parent, schedule.total_steps)
-                 if plan.start_from is StartFrom.FINAL else None)
-        rewind = (rewind_checkpoint(store, spec.dense, plan.rewind_step, hardware)
-                  if plan.rewind_step is not None else None)
+        resume = run_start(store, spec, plan, build, recipe, mask, hardware)
     stop = plan.stop_step
     # a dense run also keeps iteration 0, from which any rewind point a later grid asks for is replayed
     save_at = ({0} | rewind_steps_needed_by(rewinds, schedule)) if spec.is_dense else set()
@@ -199,7 +212,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
             atomic_torch_save({**snapshot(model, optimizer, record.step).to_dict(), "rows": rows}, checkpoint_path)
 
     model, optimizer, _ = run_plan(build, ds, recipe, plan, seed=spec.seed, data_seed=spec.resolved_data_seed, mask=mask,
-                                   final=final, rewind=rewind, resume=resume, hardware=hardware, save_at=save_at,
+                                   resume=resume, hardware=hardware, save_at=save_at,
                                    on_save=on_save, on_epoch=on_epoch,
                                    evaluate_every_epoch=spec.setup.get("evaluate_every_epoch", True), log=log,
                                    progress=False, description=spec.label())

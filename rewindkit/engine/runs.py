@@ -35,7 +35,8 @@ from .profiles import Profile
 from ..core.pruning import Pruning, pruning_from_dict
 from ..core.schedules import StepSchedule
 from ..platform.storage import atomic_write_json, load_json
-from ..core.seeds import canonical_json  # noqa: F401  (importable from here, as before)
+from ..core.seeds import canonical_json, derive_seed  # canonical_json: importable from here, as before
+from ..core.signs import check_signs
 from ..core.techniques import RetrainPlan, Technique, dense_plan, epochs_trained, plan_retraining, pruned_run_data_seed
 
 RUNS_FORMAT = 2  # 2: every retraining run draws its own data stream (config key data_seed)
@@ -79,12 +80,15 @@ class RunSpec:
     level: int = 0
     data_seed: int | None = None  # seed of the training batches; None: the dense run's seed, or a fresh
     #                               stream derived from a retraining run's identity (resolved_data_seed)
+    signs: str | None = None  # "dense": the dense run's final signs imposed on the retraining start (core.signs)
 
     def __post_init__(self):
         if self.technique is not None:
             Technique.parse(self.technique)  # the one check of technique names, listing the valid ones
             if self.pruning is None:
                 raise ValueError(f"a {self.technique} run needs a pruning description")
+        if check_signs(self.signs) is not None and self.technique is None:
+            raise ValueError("signs are imposed on a retraining run's start; the dense run has none")
 
     @property
     def is_dense(self) -> bool:
@@ -98,8 +102,9 @@ class RunSpec:
             return self.data_seed
         if self.is_dense:
             return self.seed
-        return pruned_run_data_seed(self.seed, self.technique, self.retrain_time, self.pruning, self.pruning_schedule,
+        seed = pruned_run_data_seed(self.seed, self.technique, self.retrain_time, self.pruning, self.pruning_schedule,
                                     self.level)
+        return seed if self.signs is None else derive_seed(seed, "signs", self.signs)  # signs: a stream of its own
 
     def config(self) -> dict:
         cfg = {"format": RUNS_FORMAT, "kind": "dense" if self.is_dense else "retrain",
@@ -108,6 +113,8 @@ class RunSpec:
             cfg.update(technique=self.technique, retrain_time=self.retrain_time, pruning=self.pruning.to_dict(),
                        schedule=self.pruning_schedule, parent=self.parent, dense=self.dense, level=self.level,
                        data_seed=self.resolved_data_seed)
+            if self.signs is not None:  # left out otherwise: the ids of every earlier run stay as they were
+                cfg.update(signs=self.signs)
         elif self.data_seed not in (None, self.seed):
             cfg.update(data_seed=self.data_seed)
         return cfg
@@ -136,14 +143,14 @@ class RunSpec:
         if self.is_dense:
             return f"dense seed={self.seed}"
         return (f"{self.pruning_schedule} {self.pruning.describe()} {self.technique} t={self.retrain_time:g} "
-                f"seed={self.seed}")
+                f"seed={self.seed}" + (f" signs={self.signs}" if self.signs else ""))
 
     @classmethod
     def from_config(cls, cfg: dict) -> RunSpec:
         if cfg.get("kind") == "dense":
             return cls(cfg["setup"], cfg["seed"], data_seed=cfg.get("data_seed"))
         return cls(cfg["setup"], cfg["seed"], cfg["technique"], cfg["retrain_time"], pruning_from_dict(cfg["pruning"]),
-                   cfg["schedule"], cfg["parent"], cfg["dense"], cfg["level"], cfg.get("data_seed"))
+                   cfg["schedule"], cfg["parent"], cfg["dense"], cfg["level"], cfg.get("data_seed"), cfg.get("signs"))
 
 
 def results_dir(profile_name: str, root=None) -> Path:

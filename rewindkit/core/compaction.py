@@ -1,0 +1,176 @@
+"""Compaction: a structured mask made physical, so that the pruned network is really smaller.
+
+An L1-filter mask (paper §3.2, :func:`rewindkit.core.pruning.l1_filters`) zeroes whole filters of
+the first conv of a residual block, their BatchNorm γ/β and the matching input channels of the
+block's second conv. With dense kernels the zeros still cost their multiplications; :func:`compact`
+returns a copy of the network with those filters, BatchNorm entries and input channels *gone*
+(a thinner conv1, bn1 and conv2), the residual additions intact, computing the same function as
+the masked network in eval mode. A block that lost every filter computes a constant (its bn2 of a
+zero input) on top of its shortcut, and becomes :class:`ConstantBranch`.
+
+The dependency analysis — which layers read a removed filter's channel — is Torch-Pruning's
+``DependencyGraph`` (Fang et al., CVPR 2023; the optional extra ``rewindkit[compact]``): it traces
+the network and returns the group of coupled layers, here bn1 and conv2. The kit does not trust the
+group blindly: every layer in it that reads or writes the channel must be masked there, or
+:func:`compact` refuses (:class:`CompactionError`), because removing it would change the function.
+
+An unstructured mask (global magnitude pruning, §3.1) removes single weights: every filter keeps
+some weights, so no layer can be made thinner and :func:`compact` says so
+(:class:`UnstructuredMaskError`). Such a network runs faster only on sparse kernels
+(:mod:`rewindkit.engine.speedups` measures where they start to pay).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .masks import Mask
+from .residual import residual_blocks, shortcut
+
+
+class CompactionError(ValueError):
+    """A mask whose removed filters are still read somewhere: removing them would change the function."""
+
+
+class UnstructuredMaskError(CompactionError):
+    """A mask that prunes single weights, not whole filters: nothing can be removed."""
+
+
+class ConstantBranch(nn.Module):
+    """A residual block with no filters left: ``relu(shortcut(x) + c)``, c the block's bn2 applied to
+    a zero input in eval mode (per channel). A buffer, not a parameter: the masked network could only
+    change it through bn2's β, whose filters are gone."""
+
+    def __init__(self, block_shortcut: nn.Module, constant: torch.Tensor):
+        super().__init__()
+        self.shortcut = block_shortcut
+        self.register_buffer("constant", constant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.shortcut(x) + self.constant)
+
+
+def _kept_filters(mask: Mask, conv1_name: str) -> torch.Tensor:
+    return mask[f"{conv1_name}.weight"].flatten(1).any(1)
+
+
+def removed_filters(model: nn.Module, mask: Mask) -> dict[str, list[int]]:
+    """{first conv of a block: indices of its removed filters} for every block that lost filters.
+
+    Raises :class:`UnstructuredMaskError` when the mask prunes weights anywhere else than whole
+    filters of the blocks' first convs and the matching input channels of their second convs — the
+    only weights compaction can remove."""
+    mask.check_model(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    removable = {name: torch.ones_like(mask[name]) for name in mask.weight_names}
+    removed = {}
+    for _, block in residual_blocks(model):
+        conv1, conv2 = names[id(block.conv1)], names[id(block.conv2)]
+        keep = _kept_filters(mask, conv1)
+        if bool(keep.all()):
+            continue
+        removed[conv1] = (~keep).nonzero().flatten().tolist()
+        removable[f"{conv1}.weight"][~keep] = False
+        removable[f"{conv2}.weight"][:, ~keep] = False
+    stray = {name: int((~mask[name] & removable[name]).sum()) for name in mask.weight_names}
+    stray = {name: count for name, count in stray.items() if count}
+    if stray:
+        name, count = max(stray.items(), key=lambda item: item[1])
+        raise UnstructuredMaskError(
+            f"compact() removes whole filters only, but this mask prunes {sum(stray.values())} weights one by one "
+            f"(e.g. {count} in {name!r}, outside any removed filter): an unstructured mask such as global magnitude "
+            f"pruning's (§3.1) leaves every layer its shape, so nothing can be removed and dense kernels run it at "
+            f"the dense network's speed. Compaction applies to L1-filter masks (pruning.l1_filters, §3.2); for "
+            f"unstructured masks see rewindkit.engine.speedups (sparse kernels).")
+    return removed
+
+
+def _example_input(model: nn.Module) -> torch.Tensor:
+    """A small input the network accepts: its stem's channels, a 1-D signal or a 32×32 image."""
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    device = stem.weight.device
+    if getattr(model, "dim", 2) == 1:
+        return torch.zeros(2, stem.in_channels, 1, 32, device=device)
+    return torch.zeros(2, stem.in_channels, 32, 32, device=device)
+
+
+def _torch_pruning():
+    try:
+        import torch_pruning
+    except ImportError as exc:
+        raise ImportError("compact() uses Torch-Pruning's DependencyGraph for the dependency analysis: "
+                          "pip install 'rewindkit[compact]' (or torch-pruning)") from exc
+    return torch_pruning
+
+
+def _plain(idxs) -> list[int]:
+    return [int(getattr(i, "idx", i)) for i in idxs]
+
+
+def _check_group(group, tp, names: dict, mask: Mask) -> None:
+    """Every layer of the Torch-Pruning group that writes or reads the removed channels must be
+    masked there, or removing them would change what the network computes."""
+    readers = {tp.prune_conv_in_channels: 1, tp.prune_linear_in_channels: 1}
+    writers = {tp.prune_conv_out_channels: 0, tp.prune_linear_out_channels: 0}
+    for dep, idxs in group:
+        axis = readers.get(dep.handler, writers.get(dep.handler))
+        if axis is None:
+            continue  # BatchNorm entries, additions, activations: no weights of their own to check
+        name = f"{names[id(dep.target.module)]}.weight"
+        if name not in mask:
+            raise CompactionError(f"removing these filters would also remove channels of {name!r}, which the "
+                                  f"mask does not prune")
+        entries = mask[name].index_select(axis, torch.tensor(_plain(idxs)))
+        if bool(entries.any()):
+            raise CompactionError(f"removing these filters would also remove {int(entries.sum())} weights of "
+                                  f"{name!r} that the mask keeps (a channel coupled through the network); "
+                                  f"compaction would change the function")
+
+
+def compact(model: nn.Module, mask: Mask, example_input: torch.Tensor | None = None) -> nn.Module:
+    """A physically smaller copy of ``model`` under the structured ``mask`` (module docstring).
+
+    The copy starts from the masked weights; each block's removed filters leave conv1 (output
+    channels), bn1 and conv2 (input channels), found by Torch-Pruning's dependency analysis and
+    checked against the mask. In eval mode it computes what the masked network computes (to float
+    rounding: the sums skip exact zeros). Its parameters are the mask's kept weights plus the
+    unprunable parameters that survive: BatchNorm entries of kept filters, biases, and not the
+    BatchNorms of a block that lost every filter (:class:`ConstantBranch`). ``example_input``:
+    any input the network accepts (default: from its stem, :func:`_example_input`). The original
+    network is left as it was."""
+    removed = removed_filters(model, mask)
+    out = copy.deepcopy(model)
+    out.load_state_dict(mask.apply_to_state_dict(out.state_dict()))  # load_state_dict copies without autograd
+    was_training = out.training
+    out.eval()
+    names = {id(m): n for n, m in out.named_modules()}
+    parents = {names[id(m)]: (parent, child) for parent in out.modules() for child, m in parent.named_children()}
+    partial = []
+    for _, block in residual_blocks(out):
+        conv1 = names[id(block.conv1)]
+        if conv1 not in removed:
+            continue
+        if len(removed[conv1]) < block.conv1.out_channels:
+            partial.append((block.conv1, removed[conv1]))
+            continue
+        conv2 = block.conv2
+        zero = torch.zeros(1, conv2.out_channels, *[1] * (conv2.weight.dim() - 2), device=conv2.weight.device)
+        parent, child = parents[names[id(block)]]
+        with torch.no_grad():
+            setattr(parent, child, ConstantBranch(shortcut(block), block.bn2(zero)))
+    if partial:
+        tp = _torch_pruning()
+        x = _example_input(out) if example_input is None else example_input
+        with torch.enable_grad():  # Torch-Pruning traces the network through autograd
+            graph = tp.DependencyGraph().build_dependency(out, example_inputs=x)
+        names = {id(m): n for n, m in out.named_modules()}
+        for conv1, idxs in partial:
+            group = graph.get_pruning_group(conv1, tp.prune_conv_out_channels, idxs=idxs)
+            _check_group(group, tp, names, mask)
+            with torch.no_grad():
+                group.prune()
+    out.train(was_training)
+    return out
