@@ -59,21 +59,14 @@ def _densities(profile: Profile, wanted) -> tuple:
     return tuple(d for d in profile.densities if d in wanted) or tuple(profile.densities)
 
 
-def schedule_times(profile: Profile) -> tuple:
-    """The t of the schedule comparison: the ends of the profile's t grid (laptop: 2 and 8 = T, as its
-    structured grid), to keep notebook 12 within its 5-minute budget on 2 cores; the whole grid
-    (2, 4, 6, 8) trains twice as many epochs there (``grid_profiles(profile, retrain_times=...)``)."""
-    return tuple(sorted({min(profile.retrain_times), max(profile.retrain_times)}))
-
-
 def grid_profiles(profile: Profile, retrain_times=None) -> dict[str, Profile]:
     """Every grid of notebook 12, by label: the one-shot comparison (FT, WR, LRR; t in ``retrain_times``,
-    default :func:`schedule_times`) at :data:`SCHEDULE_DENSITIES` under each of :data:`SCHEDULES` ("step":
+    default the profile's t grid, as notebook 03) at :data:`SCHEDULE_DENSITIES` under each of :data:`SCHEDULES` ("step":
     runs of notebook 03's grid); each of :data:`MASKS` at :data:`MASK_DENSITIES` with every technique at t = T (weight rewinding to
     initialisation, as IMP in Gadhikar & Burkholz; a whole schedule, as Le & Hua retrain); and weight
     rewinding at t = T with the dense network's final signs imposed (:data:`SIGNS_GRID`)."""
     T = profile.recipe.epochs
-    times = tuple(retrain_times or schedule_times(profile))
+    times = tuple(retrain_times or profile.retrain_times)
     grids = {s: get_profile(profile, densities=_densities(profile, SCHEDULE_DENSITIES), techniques=CORE_TECHNIQUES,
                             retrain_times=times, **{"recipe.lr_schedule": s}) for s in SCHEDULES}
     at_T = dict(densities=_densities(profile, MASK_DENSITIES), retrain_times=(T,))
