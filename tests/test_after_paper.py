@@ -90,7 +90,8 @@ def test_notebook_12_reuses_notebook_03s_runs_and_new_runs_get_new_ids():
     grids = ap.grid_profiles(laptop)
     ids03 = {s.id for s in E.grid_specs(laptop, "one_shot")}
     step = E.grid_specs(grids["step"], "one_shot")
-    assert {s.id for s in step} <= ids03 and len({s.id for s in step if not s.is_dense}) == 3 * 3 * 2 * 3  # t = 2, T
+    assert {s.id for s in step} <= ids03 and len({s.id for s in step if not s.is_dense}) == (
+        len(ap.SCHEDULE_DENSITIES) * len(ap.CORE_TECHNIQUES) * len(laptop.retrain_times) * len(laptop.seeds))  # 3·3·4·3
     assert {s.id for s in E.grid_specs(grids["global_magnitude"], "one_shot")} <= ids03
     new = [s for label in ("cosine", "linear", "one_cycle", "random_magnitude", "random_uniform", ap.SIGNS_GRID)
            for s in E.grid_specs(grids[label], "one_shot") if not s.is_dense]

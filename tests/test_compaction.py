@@ -108,6 +108,14 @@ def test_a_block_without_filters_becomes_a_constant_branch():
     names = {id(m): n for n, m in model.named_modules()}
     emptied = [b for _, b in residual_blocks(model) if not mask[f"{names[id(b.conv1)]}.weight"].any()]
     assert emptied, "the configuration no longer empties a block; pick another case for this test"
+    # in training mode too (a timed training step runs it): bn2 of a batch of zeros is its β
+    trained = trained_like("resnet56")
+    reference, small = masked(trained, mask).train(), pruning.compact(trained, mask).train()
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), one_thread():
+        want, got = reference(x), small(x)
+    layers, fan_in = layers_and_fan_in(trained)
+    assert_close_across_kernels({"out": got}, {"out": want}, kernel_path_tolerance(layers, fan_in), "train mode")
 
 
 @pytest.mark.skipif(not torchvision_available(), reason="torchvision does not import here (CPU torch with a CUDA "
@@ -141,8 +149,11 @@ def test_a_removed_filter_still_read_is_refused():
     mask = pruning.Mask.ones(model)
     entry = mask[f"{conv1}.weight"].clone()
     entry[:3] = False
-    with pytest.raises(CompactionError, match=f"{conv2}.*that the mask keeps"):
+    with pytest.raises(CompactionError, match=f"keeps .* weights of '{conv2}' that read them"):
         pruning.compact(model, mask.replace({**mask, f"{conv1}.weight": entry}))
+    emptied = torch.zeros_like(entry)  # every filter gone, the second conv still reading: refused as well
+    with pytest.raises(CompactionError, match=f"keeps .* weights of '{conv2}' that read them"):
+        pruning.compact(model, mask.replace({**mask, f"{conv1}.weight": emptied}))
     second = mask[f"{conv2}.weight"].clone()
     second[:, :3] = False
     small = pruning.compact(model, mask.replace({**mask, f"{conv1}.weight": entry, f"{conv2}.weight": second}))

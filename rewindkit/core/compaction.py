@@ -40,17 +40,23 @@ class UnstructuredMaskError(CompactionError):
 
 
 class ConstantBranch(nn.Module):
-    """A residual block with no filters left: ``relu(shortcut(x) + c)``, c the block's bn2 applied to
-    a zero input in eval mode (per channel). A buffer, not a parameter: the masked network could only
-    change it through bn2's β, whose filters are gone."""
+    """A residual block with no filters left: its conv2 only ever outputs zeros, so the block is
+    ``relu(shortcut(x) + c)`` with c what bn2 makes of a zero input, per channel: in eval mode bn2's
+    running statistics applied to zero (``constant``), in training mode bn2's β (a batch of zeros has
+    mean and variance 0). Both are buffers: the compacted copy is for running the pruned network
+    (inference, and timing a training step), so bn2's β is not trained and its running statistics
+    stay as they were at compaction."""
 
-    def __init__(self, block_shortcut: nn.Module, constant: torch.Tensor):
+    def __init__(self, block_shortcut: nn.Module, bn2: nn.modules.batchnorm._BatchNorm, shape: tuple[int, ...]):
         super().__init__()
         self.shortcut = block_shortcut
-        self.register_buffer("constant", constant)
+        with torch.no_grad():
+            zero = torch.zeros(shape, device=bn2.weight.device)
+            self.register_buffer("constant", bn2.eval()(zero))
+            self.register_buffer("beta", bn2.bias.detach().reshape(shape).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.shortcut(x) + self.constant)
+        return torch.relu(self.shortcut(x) + (self.beta if self.training else self.constant))
 
 
 def _kept_filters(mask: Mask, conv1_name: str) -> torch.Tensor:
@@ -72,6 +78,14 @@ def removed_filters(model: nn.Module, mask: Mask) -> dict[str, list[int]]:
         keep = _kept_filters(mask, conv1)
         if bool(keep.all()):
             continue
+        read = mask[f"{conv2}.weight"][:, ~keep]
+        if bool(read.any()):
+            raise CompactionError(f"{int((~keep).sum())} filters of {conv1!r} are removed, but the mask keeps "
+                                  f"{int(read.sum())} weights of {conv2!r} that read them: removing them would "
+                                  f"change the function (L1-filter masks, pruning.l1_filters, prune both)")
+        if not bool(keep.any()) and hasattr(block, "conv3"):
+            raise CompactionError(f"every filter of {conv1!r} is removed, in a bottleneck block (conv1, conv2, "
+                                  f"conv3): compact() replaces emptied blocks of two convolutions only")
         removed[conv1] = (~keep).nonzero().flatten().tolist()
         removable[f"{conv1}.weight"][~keep] = False
         removable[f"{conv2}.weight"][:, ~keep] = False
@@ -123,7 +137,7 @@ def _check_group(group, tp, names: dict, mask: Mask) -> None:
         if name not in mask:
             raise CompactionError(f"removing these filters would also remove channels of {name!r}, which the "
                                   f"mask does not prune")
-        entries = mask[name].index_select(axis, torch.tensor(_plain(idxs)))
+        entries = mask[name].index_select(axis, torch.tensor(_plain(idxs), device=mask[name].device))
         if bool(entries.any()):
             raise CompactionError(f"removing these filters would also remove {int(entries.sum())} weights of "
                                   f"{name!r} that the mask keeps (a channel coupled through the network); "
@@ -135,8 +149,8 @@ def compact(model: nn.Module, mask: Mask, example_input: torch.Tensor | None = N
 
     The copy starts from the masked weights; each block's removed filters leave conv1 (output
     channels), bn1 and conv2 (input channels), found by Torch-Pruning's dependency analysis and
-    checked against the mask. In eval mode it computes what the masked network computes (to float
-    rounding: the sums skip exact zeros). Its parameters are the mask's kept weights plus the
+    checked against the mask. It computes what the masked network computes (to float rounding: the
+    sums skip exact zeros), in eval mode and, for one step, in training mode (:class:`ConstantBranch`). Its parameters are the mask's kept weights plus the
     unprunable parameters that survive: BatchNorm entries of kept filters, biases, and not the
     BatchNorms of a block that lost every filter (:class:`ConstantBranch`). ``example_input``:
     any input the network accepts (default: from its stem, :func:`_example_input`). The original
@@ -157,10 +171,9 @@ def compact(model: nn.Module, mask: Mask, example_input: torch.Tensor | None = N
             partial.append((block.conv1, removed[conv1]))
             continue
         conv2 = block.conv2
-        zero = torch.zeros(1, conv2.out_channels, *[1] * (conv2.weight.dim() - 2), device=conv2.weight.device)
         parent, child = parents[names[id(block)]]
-        with torch.no_grad():
-            setattr(parent, child, ConstantBranch(shortcut(block), block.bn2(zero)))
+        setattr(parent, child, ConstantBranch(shortcut(block), block.bn2,
+                                              (1, conv2.out_channels, *[1] * (conv2.weight.dim() - 2))))
     if partial:
         tp = _torch_pruning()
         x = _example_input(out) if example_input is None else example_input
