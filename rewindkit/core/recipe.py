@@ -109,14 +109,23 @@ registry.register_builtin("schedule", "step", lambda r, spe: StepSchedule(r.lr, 
 registry.register_builtin("schedule", "gnmt", lambda r, spe: GnmtSchedule(r.lr, r.epochs, spe, **r.schedule_options))
 
 
-def _annealing(cls):
+def _annealing(name, cls):
     """Recipe → an annealing schedule from ``lr`` to the step schedule's final LR (the fine-tuning LR
-    of every schedule, §1), with the recipe's warm-up."""
-    return lambda r, spe: cls(r.lr, r.epochs, spe, step_final_lr(r.lr, r.gamma, r.milestones), r.warmup_epochs)
+    of every schedule, §1), with the recipe's warm-up. That end is read from the recipe's milestones
+    and gamma, so they are checked as step decay checks them, and a recipe without milestones (no
+    end below ``lr``: nothing to anneal) is refused."""
+    def build(r, spe):
+        StepSchedule(r.lr, r.epochs, spe, r.milestones, r.gamma, r.warmup_epochs)  # the same checks as "step"
+        if not r.milestones:
+            raise ValueError(f"lr_schedule={name!r} anneals from lr to step decay's final LR, lr × gamma ** "
+                             f"len(milestones), but milestones=() leaves it at lr = {r.lr}; give the step "
+                             f"schedule's milestones (e.g. the profile's), or lr_schedule='step'")
+        return cls(r.lr, r.epochs, spe, step_final_lr(r.lr, r.gamma, r.milestones), r.warmup_epochs)
+    return build
 
 
 for _name, _cls in ANNEALING_SCHEDULES.items():
-    registry.register_builtin("schedule", _name, _annealing(_cls))
+    registry.register_builtin("schedule", _name, _annealing(_name, _cls))
 LR_SCHEDULES = ("step", "gnmt", *ANNEALING_SCHEDULES)
 GNMT_SCHEDULE_OPTIONS = tuple(f.name for f in fields(GnmtSchedule) if f.init and f.name not in ("peak_lr", "epochs",
                                                                                                 "steps_per_epoch"))
