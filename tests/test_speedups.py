@@ -112,3 +112,30 @@ def test_figures_draw_the_table():
     assert sorted(bars[bars.what == "compacted"].speedup) == sorted(rows[rows.variant == "compacted"].measured_speedup)
     with pytest.raises(ValueError, match="no measurement"):
         plots.speedup_bars(table, "ResNet-56", "resnet56_b", level=9)
+
+
+def test_one_network_is_picked_by_level_or_nominal_density_and_a_miss_names_what_was_measured():
+    table = speedups.measured()
+    laptop = "laptop 1-D ResNet"
+    _, bars = plots.speedup_bars(table, laptop, "global_magnitude", density=0.1, threads=1)  # stored: 0.099972
+    rows = table[(table.network == laptop) & (table.config == "global_magnitude") & (table.threads == 1)
+                 & ((table.density - 0.1).abs() < 0.001)]
+    assert sorted(bars[bars.what != "FLOPs (theory)"].speedup) == sorted(rows.measured_speedup)
+    with pytest.raises(ValueError, match="level or an unstructured density, not both or neither"):
+        plots.speedup_bars(table, laptop, "generic_b")
+    with pytest.raises(ValueError, match=r"measured there: densities \[0\.01"):
+        plots.speedup_bars(table, laptop, "global_magnitude", density=0.3, threads=1)
+    with pytest.raises(ValueError, match="no measurement of 'laptop 1-D ResNet' 'resnet56_b'; measured: "):
+        plots.speedup_bars(table, laptop, "resnet56_b", level=1)
+
+
+def test_sparse_kernels_keep_a_users_conv_bias_and_leave_other_padding_modes_dense():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=True),
+                                torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular")).eval()
+    sparse = speedups.sparse_kernels(model)
+    assert isinstance(sparse[1], torch.nn.Conv2d)  # circular padding: not an im2col with zeros, left dense
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad(), one_thread():
+        want, got = model(x), sparse(x)
+    assert_close_across_kernels({"out": got}, {"out": want}, kernel_path_tolerance(2, 4 * 9), "biased conv")

@@ -199,14 +199,18 @@ def time_structured(network: Network, levels=pruning.LEVELS, tasks=TASKS, thread
     tasks = _tasks_for(tasks)
     dense = network.build()
     flops_dense = forward_flops(dense, network.input_shape)
+    if not levels:
+        raise ValueError(f"levels must name at least one of {pruning.LEVELS}; got {tuple(levels)}")
     models, facts = {"dense": (dense, None)}, {}
     for config in network.configs:
         for level in levels:
             mask = pruning.l1_filters(dense, config, level)
             facts[f"{config} L{level} compacted"] = (config, level, mask, "compacted")
             models[f"{config} L{level} compacted"] = (pruning.compact(dense, mask), None)
-        facts[f"{config} L{level} masked"] = (config, level, mask, "masked")
-        models[f"{config} L{level} masked"] = (_masked_copy(dense, mask), mask)
+        deepest = max(levels)
+        mask = pruning.l1_filters(dense, config, deepest)
+        facts[f"{config} L{deepest} masked"] = (config, deepest, mask, "masked")
+        models[f"{config} L{deepest} masked"] = (_masked_copy(dense, mask), mask)
     models = {k: (prepare_model(copy.deepcopy(m), hardware), mask) for k, (m, mask) in models.items()}
     calls = {k: (lambda task, m=m, mask=mask: _callable(task, m, network, hardware, mask))
              for k, (m, mask) in models.items()}
@@ -236,6 +240,7 @@ class _SparseConv(nn.Module):
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.out_channels = conv.out_channels
         self.weight = _csr(conv.weight.detach().flatten(1))
+        self.bias = None if conv.bias is None else conv.bias.detach().view(1, -1, 1, 1)
 
     def forward(self, x):
         n, _, h, w = x.shape
@@ -243,8 +248,8 @@ class _SparseConv(nn.Module):
         ho = (h + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
         wo = (w + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
         flat = cols.transpose(0, 1).reshape(cols.shape[1], -1)  # (c·k·k, n·L)
-        out = torch.sparse.mm(self.weight, flat)  # (out, n·L)
-        return out.view(self.out_channels, n, ho, wo).transpose(0, 1)
+        out = torch.sparse.mm(self.weight, flat).view(self.out_channels, n, ho, wo).transpose(0, 1)  # (out, n·L)
+        return out if self.bias is None else out + self.bias
 
 
 class _SparseLinear(nn.Module):
@@ -263,7 +268,8 @@ def sparse_kernels(model: nn.Module) -> nn.Module:
     out = copy.deepcopy(model).eval()
     for parent in list(out.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Conv2d) and child.groups == 1 and child.dilation == (1, 1):
+            if (isinstance(child, nn.Conv2d) and child.groups == 1 and child.dilation == (1, 1)
+                    and child.padding_mode == "zeros" and not isinstance(child.padding, str)):  # else: left dense
                 setattr(parent, name, _SparseConv(child))
             elif isinstance(child, nn.Linear):
                 setattr(parent, name, _SparseLinear(child))
@@ -285,13 +291,17 @@ def time_unstructured(network: Network, densities=UNSTRUCTURED_DENSITIES, tasks=
         raise ValueError(f"sparse kernels are timed for inference only; got task {bad[0]!r}")
     dense = network.build().eval()
     flops_dense = forward_flops(dense, network.input_shape)
+    if not densities:
+        raise ValueError(f"densities must name at least one density in (0, 1]; got {tuple(densities)}")
     models, facts = {"dense": dense}, {}
     for density in densities:
         mask = pruning.global_magnitude(dense, density)
         facts[f"{density} sparse"] = (mask, "sparse kernels")
         models[f"{density} sparse"] = sparse_kernels(_masked_copy(dense, mask))
-    facts[f"{density} masked"] = (mask, "masked")
-    models[f"{density} masked"] = _masked_copy(dense, mask)
+    lowest = min(densities)
+    mask = pruning.global_magnitude(dense, lowest)
+    facts[f"{lowest} masked"] = (mask, "masked")
+    models[f"{lowest} masked"] = _masked_copy(dense, mask)
     calls = {k: (lambda task, m=m: _inference(m, _batch(network, 1 if task == TASKS[0] else 128, hardware)[0]))
              for k, m in models.items()}
     rows = []

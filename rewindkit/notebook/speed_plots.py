@@ -67,14 +67,25 @@ def speedup_bars(table: pd.DataFrame, network: str, config: str, level: int | No
                  density: float | None = None, threads: int | None = 2):
     """One pruned network's FLOP speed-up beside its measured speed-ups, per task: an L1-filter
     ``config`` at ``level`` (compacted and masked) or global magnitude pruning at ``density``
-    (sparse kernels and masked)."""
+    (sparse kernels and masked). A density matches the measured one within 2% (a row holds its mask's
+    own density: round(d·N) of N weights kept; the measured densities are at least 2× apart)."""
+    if (level is None) == (density is None):
+        raise ValueError(f"give a structured level or an unstructured density, not both or neither; got "
+                         f"level={level}, density={density}")
     rows = table[(table.network == network) & (table.config == config)]
+    if rows.empty:
+        pairs = sorted(set(zip(table.network, table.config)))
+        raise ValueError(f"no measurement of {network!r} {config!r}; measured: "
+                         + ", ".join(f"{n} · {c}" for n, c in pairs))
     if threads is not None and rows.threads.notna().any():
         rows = rows[rows.threads == threads]
-    rows = rows[rows.level == level] if level is not None else rows[(rows.density - density).abs() < 1e-9]
-    if rows.empty:
+    chosen = rows[rows.level == level] if level is not None else rows[(rows.density - density).abs() <= 0.02 * density]
+    if chosen.empty:
+        what = (f"levels {sorted(int(v) for v in set(rows.level.dropna()))}" if level is not None
+                else f"densities {sorted(set(rows.density.round(6)))}")
         raise ValueError(f"no measurement of {network} {config} at level={level} density={density} "
-                         f"threads={threads}; measured: {sorted(set(table.config))}")
+                         f"threads={threads}; measured there: {what}")
+    rows = chosen
     bars = [{"task": task, "what": "FLOPs (theory)", "speedup": part.flop_speedup.iloc[0]}
             for task, part in rows.groupby("task", sort=False)]
     bars += [{"task": r.task, "what": r.variant, "speedup": r.measured_speedup} for r in rows.itertuples()]
