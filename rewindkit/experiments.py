@@ -65,9 +65,10 @@ def run_grid(profile: Profile, kind: str, out=None, *, techniques=None, workers:
     specs = grid_specs(profile, kind, techniques)
     if executor == "ray":
         results = run_specs_ray(specs, out, profile.hardware, address=ray_address,
-                                workers=workers or profile.workers, log=log)
+                                workers=profile.workers if workers is None else workers, log=log)
     else:
-        results = run_specs(specs, out, profile.hardware, workers or profile.workers, progress, log, log_epochs)
+        workers = profile.workers if workers is None else workers
+        results = run_specs(specs, out, profile.hardware, workers, progress, log, log_epochs)
     write_tables(out)
     return _grid_result(profile, kind, out, specs, results)
 
@@ -96,7 +97,8 @@ def run_grids(profiles: Mapping[str, Profile], kind: str, out=None, *, technique
     first = next(iter(profiles.values()))
     out = Path(out) if out is not None else results_dir(first.name)
     specs = {label: grid_specs(profile, kind, techniques) for label, profile in profiles.items()}
-    results = run_specs([s for grid in specs.values() for s in grid], out, first.hardware, workers or first.workers,
+    workers = first.workers if workers is None else workers
+    results = run_specs([s for grid in specs.values() for s in grid], out, first.hardware, workers,
                         progress, log, log_epochs)
     write_tables(out)
     return {label: _grid_result(profiles[label], kind, out, grid, results) for label, grid in specs.items()}

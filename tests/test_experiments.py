@@ -335,13 +335,17 @@ def test_parallel_workers_give_the_same_table(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     assert len(seen) == len(serial.results) + len(serial.base) and set(seen) == {1}
     monkeypatch.undo()
+    # two cores and memory for both, whatever this machine has: the worker-process path always runs
+    monkeypatch.setattr(cores_module, "available_cores", lambda: 2)
+    monkeypatch.setattr(cores_module, "available_memory", lambda: None)
     lines = []
     assert profile.workers == "auto"  # the CPU profiles' default
     parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, log=lines.append)
     pd.testing.assert_frame_equal(serial.results, parallel.results)
-    cores = cores_module.available_cores()
-    assert any(f"{min(cores, cores_module.auto_workers())} worker process" in line and f"{cores} cores available" in line
-               for line in lines), lines
+    assert any("2 worker processes" in line and "2 cores available" in line for line in lines), lines
+    with pytest.raises(ValueError, match="whole number ≥ 1 or 'auto'.*got 0"):  # 0 is not "the default"
+        E.run_grid(profile, "iterative", tmp_path / "zero", progress=False, workers=0)
+    assert not (tmp_path / "zero").exists()
 
 
 def test_automatic_worker_count_is_every_available_core_capped_by_memory(monkeypatch):

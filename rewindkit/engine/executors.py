@@ -192,7 +192,8 @@ def run_specs_ray(specs: list[RunSpec], out, hardware: Hardware = Hardware(), *,
         options = {"address": address, "include_dashboard": False, "log_to_driver": False,
                    "configure_logging": False}
         if address is None:
-            options["num_cpus"] = resolve_workers(workers or "auto")  # CPU slots: every available core by default
+            # CPU slots: every available core by default
+            options["num_cpus"] = resolve_workers("auto" if workers is None else workers)
         ray.init(**{k: v for k, v in options.items() if v is not None or k == "address"})
     try:
         # one GPU per task, whatever the packing: K processes on one GPU time-slice it, which gave
