@@ -93,8 +93,8 @@ def _warm_up(lr: float, step: int, warmup_steps: int) -> float:
 
 @dataclass(frozen=True)
 class _Annealing(_PerIteration):
-    """A schedule that anneals from ``base_lr`` (p) at iteration 0 to ``final_lr`` (f) at S = T in
-    iterations, then stays at f (fine-tuning trains there, reinitialization's last t epochs too), with
+    """A schedule that anneals from ``base_lr`` (p; one-cycle ramps up to it first) to ``final_lr`` (f)
+    at S = T in iterations, then stays at f (fine-tuning trains there, reinitialization's last t epochs too), with
     :class:`StepSchedule`'s linear warm-up on top. A subclass gives the shape, :meth:`_anneal`.
     The recipe sets f to the step schedule's final LR (``lr × gamma ** len(milestones)``), so every
     schedule fine-tunes at the same LR (§1)."""
@@ -154,7 +154,8 @@ ONE_CYCLE_START = 25  # the ramp starts at p / 25 (OneCycleLR's div_factor)
 class OneCycleSchedule(_Annealing):
     """One cycle (Smith & Topin 2019; Le & Hua, ICLR 2021, retrain with it): with w = ⌊0.3 S⌋, a
     linear ramp ``lr(s) = p/25 + (p − p/25) · s / w`` for s < w, then cosine annealing
-    ``f + (p − f) · (1 + cos(π (s − w) / (S − w))) / 2``."""
+    ``f + (p − f) · (1 + cos(π (s − w) / (S − w))) / 2``. A run of fewer than 4 iterations has w = 0:
+    no ramp, it starts at p."""
 
     @property
     def ramp_steps(self) -> int:
