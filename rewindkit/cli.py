@@ -32,6 +32,19 @@ def _workers(text: str):
                                          f"got {text!r}") from None
 
 
+def _at_once(text: str):
+    """--at-once N or --at-once auto; anything else is refused naming the valid values."""
+    import argparse
+    from .platform.cores import notebooks_at_once
+    try:
+        value = "auto" if text == "auto" else int(text)
+        notebooks_at_once(value)  # checked here; "auto" is resolved when the notebooks start
+        return value
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"notebooks at once must be a whole number ≥ 1 or 'auto' (two where two "
+                                         f"cores and the memory allow); got {text!r}") from None
+
+
 def _grid(args) -> int:
     from .experiments import run_grid
     from .engine.profiles import get_profile, parse_overrides
@@ -72,7 +85,9 @@ def _notebooks(args) -> int:
     if args.profile:
         params["profile"] = args.profile
     paths = nb.resolve(args.names)
-    outputs = nb.run_notebooks(paths, params, executed_dir=args.executed_dir, timeout=args.timeout)
+    from .platform.cores import notebooks_at_once
+    outputs = nb.run_notebooks(paths, params, executed_dir=args.executed_dir, timeout=args.timeout,
+                               at_once=notebooks_at_once(args.at_once))
     from .notebook.workspace import out_root
     profile = params.get("profile", "laptop")
     figures = out_root() / "figures"  # where the notebooks write them ($REWINDKIT_OUT if set)
@@ -125,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
     n.add_argument("--executed-dir", help="where executed copies go (default executed/)")
     n.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="per-cell execution timeout in seconds")
+    n.add_argument("--at-once", type=_at_once, default="auto",
+                   help="notebooks run at the same time: N, or 'auto' (default): two where two cores and the "
+                        "memory allow; a run two notebooks ask for is trained once")
     n.set_defaults(func=_notebooks)
     p = sub.add_parser("profiles", help="list profiles or show one")
     p.add_argument("name", nargs="?")

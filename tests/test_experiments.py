@@ -649,3 +649,49 @@ def test_device_costs_of_the_named_grids_come_from_the_table():
     both = views.gpu_costs(pd.concat([table, cpu]))  # every GPU of the table, no CPU
     assert views.measured_gpus(pd.concat([table, cpu])) == ["GPU X"]
     assert both["device"].unique().tolist() == ["GPU X"] and len(both) == len(rows)
+
+
+def test_a_run_asked_for_twice_at_once_trains_once(tmp_path, monkeypatch):
+    """Two notebooks (or two grids) sharing a runs folder may ask for the same run at the same time:
+    one trains it while the other waits on the run's lock, then reads the finished result, the same
+    bytes, instead of training it again or reading a checkpoint the first is replacing."""
+    import threading
+    profile = P.get_profile("smoke", **CRASH_PROFILE)
+    dense = next(s for s in E.grid_specs(profile, "one_shot") if s.is_dense)
+    trained, real_train = [], runner._train
+
+    def counting(spec, *args, **kwargs):
+        trained.append(spec.id)
+        time.sleep(0.5)  # hold the lock long enough for the other thread to arrive and wait
+        return real_train(spec, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_train", counting)
+    results = [None, None]
+
+    def ask(i):
+        with one_thread():
+            results[i] = runner.execute(dense, tmp_path)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert trained == [dense.id]
+    assert results[0] == results[1] == json.loads((tmp_path / "runs" / dense.id / "result.json").read_text())
+
+
+def test_notebooks_at_once_is_two_where_two_cores_and_the_memory_allow():
+    from rewindkit.platform import cores
+    two = 2 * (2 + 1) * cores.WORKER_MEMORY  # two notebooks, each a kernel and a worker per core
+    assert cores.notebooks_at_once("auto", cores=2, memory=two) == 2
+    assert cores.notebooks_at_once("auto", cores=2, memory=two - 1) == 1
+    assert cores.notebooks_at_once("auto", cores=1, memory=None) == 1
+    assert cores.notebooks_at_once("auto", cores=8, memory=None) == 2
+    assert cores.notebooks_at_once(3) == 3
+    for bad in (0, -1, 1.5, True, "all"):
+        with pytest.raises(ValueError, match=f"whole number ≥ 1 or 'auto'.*got {bad!r}"):
+            cores.notebooks_at_once(bad)
+    with pytest.raises(SystemExit) as exit_:  # the command line refuses it before any notebook starts
+        cli.main(["notebooks", "01", "--at-once", "0"])
+    assert exit_.value.code == 2

@@ -130,3 +130,20 @@ def test_unknown_notebook_and_parameter_are_rejected(capsys):
     assert nb.check_parameters(nb.resolve(["01"])[0], {"density": "0.1", "seed": "2"}) == {"density": 0.1, "seed": 2}
     assert cli.main(["notebooks", "01", "--profile", "huge"]) == 2
     assert "unknown profile 'huge'" in capsys.readouterr().err
+
+
+def test_two_notebooks_at_once_draw_what_each_draws_alone(tmp_path, monkeypatch):
+    """Notebooks 01 and 02 both ask for the smoke profile's dense run: run at the same time, one trains
+    it and the other waits for it (the run's lock), and every figure is the bytes each draws alone."""
+    monkeypatch.delenv("REWINDKIT_PROFILE", raising=False)
+    drawn = {}
+    for at_once in (1, 2):
+        out = tmp_path / f"at_once_{at_once}"
+        monkeypatch.setenv("REWINDKIT_OUT", str(out))
+        lines = []
+        nb.run_notebooks(nb.resolve(["01", "02"]), {"profile": "smoke"}, executed_dir=out / "executed", timeout=600,
+                         log=lines.append, at_once=at_once)
+        assert ("2 notebooks, 2 at once" in lines) == (at_once == 2)
+        assert sum(line.startswith("✔ ") for line in lines) == 2
+        drawn[at_once] = {p.name: p.read_bytes() for p in (out / "figures" / "smoke").glob("0[12]_*")}
+    assert len(drawn[1]) >= 10 and drawn[1] == drawn[2]

@@ -26,8 +26,8 @@ from ..core.metrics import evaluate, metric_of_network
 from ..core.recipe import Recipe
 from .runs import RunSpec, RunStore, canonical_json, provenance
 from ..core.schedules import StepSchedule
-from ..platform.storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, load_json,
-                      load_tensor_dict, load_torch)
+from ..platform.storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, exclusive,
+                                load_json, load_tensor_dict, load_torch)
 from ..core.signs import impose_signs
 from ..core.techniques import RetrainPlan, StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan, start_state
 from ..core.training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot
@@ -173,8 +173,21 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
     plan = spec.plan(schedule, recipe.fine_tune_lr)  # the dense run is a plan too: 0 → T from initialisation
     if spec.is_dense:
         check_run_setup(spec.setup, ds, build, hardware)
-    started = time.time()
     folder.mkdir(parents=True, exist_ok=True)
+    if distributed.is_distributed():  # every rank trains this run together: no lock between them
+        return _train(spec, store, folder, ds, build, recipe, schedule, plan, hardware, rewinds, log)
+    with exclusive(folder / ".training.lock"):  # one process trains a run; another asking for it waits
+        if store.is_done(run_id):  # trained by another process (a second notebook, say) while this one waited
+            return store.result(run_id)
+        return _train(spec, store, folder, ds, build, recipe, schedule, plan, hardware, rewinds, log)
+
+
+def _train(spec: RunSpec, store: RunStore, folder: Path, ds, build, recipe: Recipe, schedule, plan,
+           hardware: Hardware, rewinds, log) -> dict:
+    """:func:`execute` once the run's checks passed and this process holds the run: resume or start,
+    train, write the result."""
+    run_id = spec.id
+    started = time.time()
     config = spec.config()
     if (folder / "config.json").exists():
         if load_json(folder / "config.json", what="run config") != json.loads(canonical_json(config)):

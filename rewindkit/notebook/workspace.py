@@ -80,30 +80,58 @@ def check_parameters(path: Path, parameters: dict) -> dict:
 
 
 def run_notebooks(paths, parameters: dict | None = None, *, executed_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                  log=print) -> list[Path]:
-    """Run each notebook through papermill; return the executed copies. Raises on the first failure."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+                  log=print, at_once: int = 1) -> list[Path]:
+    """Run each notebook through papermill; return the executed copies. Raises on the first failure.
 
+    ``at_once`` > 1 runs that many notebooks at the same time, each in a process of its own, started in
+    order: one notebook's plots and kernel start-up then overlap another's training. Notebooks that
+    ask for the same run share it: one trains it, the other waits on the run's lock and reads it
+    (:func:`rewindkit.engine.runner.execute`), so nothing is trained twice and every result is the
+    one a notebook run alone gets."""
     parameters = dict(parameters or {})
     executed_dir = Path(executed_dir or repo_root() / "executed").resolve()
     executed_dir.mkdir(parents=True, exist_ok=True)
     checked = {p: check_parameters(p, parameters) for p in paths}  # all names checked before any run
-    outputs = []
-    for path in paths:
-        target = executed_dir / path.name
-        started = time.time()
-        log(f"▶ {path.name}  {checked[path] or ''}")
+    jobs = [(path, executed_dir / path.name, checked[path], timeout) for path in paths]
+    if at_once <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            log(f"▶ {job[0].name}  {job[2] or ''}")
+            log(_done_line(job, execute_notebook(*job)))
+        return [target for _, target, _, _ in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(min(at_once, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        log(f"{len(jobs)} notebooks, {min(at_once, len(jobs))} at once")
+        futures = [(job, pool.submit(execute_notebook, *job)) for job in jobs]
         try:
-            papermill.execute_notebook(str(path), str(target), parameters=checked[path], kernel_name="python3",
-                                       cwd=str(path.parent), progress_bar=False, execution_timeout=timeout,
-                                       log_output=False)
-        except PapermillExecutionError as exc:
-            raise RuntimeError(f"{path.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
-                               f"executed copy with the error: {target}") from None
-        log(f"✔ {path.name} in {time.time() - started:.0f} s → {target}")
-        outputs.append(target)
-    return outputs
+            for job, future in futures:
+                log(_done_line(job, future.result()))
+        except BaseException:
+            for _, future in futures:
+                future.cancel()
+            raise
+    return [target for _, target, _, _ in jobs]
+
+
+def _done_line(job, seconds: float) -> str:
+    return f"✔ {job[0].name} in {seconds:.0f} s → {job[1]}"
+
+
+def execute_notebook(path: Path, target: Path, parameters: dict, timeout: int = DEFAULT_TIMEOUT) -> float:
+    """One notebook through papermill (kernel ``python3``, its folder as working directory, ``timeout``
+    seconds per cell) into ``target``; returns its seconds. A failing cell raises RuntimeError naming
+    the cell and the executed copy that shows the error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    started = time.time()
+    try:
+        papermill.execute_notebook(str(path), str(target), parameters=parameters, kernel_name="python3",
+                                   cwd=str(path.parent), progress_bar=False, execution_timeout=timeout,
+                                   log_output=False)
+    except PapermillExecutionError as exc:
+        raise RuntimeError(f"{path.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
+                           f"executed copy with the error: {target}") from None
+    return time.time() - started
 
 
 def current_profile(profile: str) -> str:

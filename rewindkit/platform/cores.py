@@ -73,3 +73,19 @@ def describe_workers(workers, device: str = "cpu", packing: int = 1) -> str:
     memory = available_memory()
     held = "" if memory is None else f"; memory holds {memory // WORKER_MEMORY}"
     return f"{n} worker process{'es' if n != 1 else ''} (workers=auto: {available_cores()} cores available{held})"
+
+
+def notebooks_at_once(at_once="auto", cores: int | None = None, memory: int | None = None) -> int:
+    """How many notebooks ``rewindkit notebooks`` runs at the same time: a whole number ≥ 1, or for
+    ``"auto"`` two where there are two cores or more and memory for two notebooks, each a kernel
+    and a worker per core (:data:`WORKER_MEMORY` each), else one. Two fill the cores while one
+    notebook plots or starts its kernel; more would only share the same cores."""
+    if at_once != "auto":
+        if isinstance(at_once, int) and not isinstance(at_once, bool) and at_once >= 1:
+            return at_once
+        raise ValueError(f"notebooks at once must be a whole number ≥ 1 or 'auto' (two where two cores and "
+                         f"the memory allow); got {at_once!r}")
+    cores = available_cores() if cores is None else cores
+    memory = available_memory() if memory is None else memory
+    fits = memory is None or memory >= 2 * (cores + 1) * WORKER_MEMORY
+    return 2 if cores >= 2 and fits else 1

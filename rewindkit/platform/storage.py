@@ -14,6 +14,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,24 @@ class CorruptFileError(RuntimeError):
 class DiskFullError(RuntimeError):
     """No space was left to write a file. Everything written before is complete (writes are atomic),
     so rerunning the same command after freeing space finishes the work."""
+
+
+@contextmanager
+def exclusive(path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created, empty, if missing) until the block
+    ends: ``fcntl.flock``, which the kernel releases when the holder exits, however it exits. Where
+    ``fcntl`` does not exist (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_bytes(data: bytes, path) -> None:
