@@ -825,19 +825,22 @@ ISSUE_DAY_REFERENCE_SECONDS = 0.522
 REPRODUCE_BUDGET_REFERENCES = REPRODUCE_BUDGET_SECONDS / ISSUE_DAY_REFERENCE_SECONDS
 
 
-def bench_reproduce(rows, notebooks=()):
+def bench_reproduce(rows, notebooks=(), at_once="auto"):
     """Every notebook on the laptop profile in a fresh output folder (as `make reproduce`, without
-    the install), timed between two timings of the reference workload; prints each notebook's
-    seconds and the total divided by the reference, which compares across days."""
+    the install; ``at_once`` notebooks at a time, `rewindkit notebooks --at-once`), timed between two
+    timings of the reference workload; prints each notebook's seconds (overlapping when two run at
+    once) and the total divided by the reference, which compares across days."""
     import re
     import tempfile
     before = reference_seconds()
-    print(f"reference workload (one laptop epoch, 1 thread): {before:.3f} s", flush=True)
+    print(f"reference workload (laptop epochs, 1 thread, after a warm-up epoch): {before:.3f} s per epoch; "
+          f"notebooks at once: {at_once}", flush=True)
     with tempfile.TemporaryDirectory() as out:
         env = dict(os.environ, REWINDKIT_OUT=out, REWINDKIT_PROGRESS="0")
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "rewindkit.cli", "notebooks", *notebooks, "--profile", "laptop",
-                               "--executed-dir", f"{out}/executed"], env=env, capture_output=True, text=True)
+                               "--executed-dir", f"{out}/executed", "--at-once", str(at_once)],
+                              env=env, capture_output=True, text=True)
         total = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"the notebooks failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -888,6 +891,7 @@ def main(argv=None):
                         help="throughput: runs at once on the device to time (e.g. 1 2 4 8 16)")
     parser.add_argument("--csv", help="where to write the table")
     parser.add_argument("--quick", action="store_true", help="speedup: fewer rounds, for a first look")
+    parser.add_argument("--at-once", default="auto", help="reproduce: notebooks run at the same time (N or auto)")
     args = parser.parse_args(argv)
     channels_last = True if args.channels_last is None else args.channels_last
     print(f"rewindkit benchmarks — {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, device {args.device}, "
@@ -959,7 +963,7 @@ def main(argv=None):
     if "speedup" in parts:
         bench_speedup(args.device, args.quick)
     if "reproduce" in parts:
-        bench_reproduce(rows)
+        bench_reproduce(rows, at_once=args.at_once)
         write()
     if "numerics" in parts:
         bench_numerics(rows)
