@@ -140,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
     n.add_argument("--executed-dir", help="where executed copies go (default executed/)")
     n.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="per-cell execution timeout in seconds")
-    n.add_argument("--at-once", type=_at_once, default="auto",
-                   help="notebooks run at the same time: N, or 'auto' (default): two where two cores and the "
-                        "memory allow; a run two notebooks ask for is trained once")
+    n.add_argument("--at-once", type=_at_once, default=1,
+                   help="notebooks run at the same time (default 1): N, or 'auto': two where two cores and the "
+                        "memory allow; a run two notebooks ask for is trained once. On 2 cores two at once "
+                        "were not faster (benchmarks/RESULTS.md)")
     n.set_defaults(func=_notebooks)
     p = sub.add_parser("profiles", help="list profiles or show one")
     p.add_argument("name", nargs="?")
