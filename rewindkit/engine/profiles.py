@@ -2,8 +2,8 @@
 
 * ``smoke`` — seconds; tiny MNIST-1D subset and network; every code path, for tests and CI.
 * ``laptop`` — the default: offline, CPU, MNIST-1D with the 1-D ResNet, sized so the whole
-  reproduction (``make reproduce``, installation included) stays within 15 minutes on 2 cores while
-  the paper's phenomena stay visible; accuracy evaluated at the end of each run (notebook 01's own
+  reproduction (``make reproduce``, installation included) takes about 11 minutes on 2 cores on a
+  typical day (``benchmarks/RESULTS.md`` has the slow-day budget) while the paper's phenomena stay visible; accuracy evaluated at the end of each run (notebook 01's own
   runs, whose curves it draws, every epoch).
 * ``paper`` — the paper's CIFAR-10 recipe (ResNet-56, T=182, its t grid, densities 0.8^k, 3 trials),
   for a GPU with the data present.
