@@ -3,7 +3,9 @@
 ``rewindkit grid PROFILE --kind one_shot|iterative|structured [--set key=value ...] [--out DIR]``
     runs one of the paper's grids without Jupyter; writes ``DIR/results.csv``, ``DIR/base_results.csv``
     and ``DIR/runs/<id>/`` (default DIR: ``runs/<PROFILE>``). With ``--plan [--probe]`` it trains
-    nothing and prints what the grid costs (:func:`rewindkit.engine.costs.plan_report`).
+    nothing and prints what the grid costs (:func:`rewindkit.engine.costs.plan_report`). With
+    ``--plugin my_plugins.py`` it first imports the file that registers your own network, dataset,
+    metric or schedule (:func:`rewindkit.plugins.load_module`), so ``--set network=…`` can name them.
 ``rewindkit notebooks [NAME ...] [--profile P] [-p name value ...]``
     executes notebooks through papermill (all of them by default).
 ``rewindkit profiles [NAME]``
@@ -49,7 +51,10 @@ def _grid(args) -> int:
     from .experiments import run_grid
     from .engine.profiles import get_profile, parse_overrides
     from .engine.runs import results_dir
+    from .plugins import load_module
 
+    for module in args.plugin or ():  # its registrations, before --set names them
+        load_module(module)
     profile = get_profile(args.profile, **parse_overrides(args.set))
     if args.workers is not None:
         from dataclasses import replace
@@ -121,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("profile", help=f"one of {', '.join(PROFILES)}")
     g.add_argument("--kind", required=True, choices=GRID_KINDS)
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile field (repeatable)")
+    g.add_argument("--plugin", action="append", metavar="MODULE", help="a .py file or module name that registers "
+                   "your own network, dataset, metric or schedule (rewindkit.plugins), imported first; repeatable")
     g.add_argument("--out", help="results folder (default runs/PROFILE)")
     g.add_argument("--workers", type=_workers, help="parallel worker processes, or 'auto': every core available "
                    "to this process, capped by memory (default: the profile's, auto for the CPU profiles)")

@@ -1,6 +1,8 @@
 """Bring your own network, dataset, metric and learning-rate schedule (the paper's claim is a
-network-agnostic algorithm, §1): register them here and every profile, grid, table, plot and
-notebook of the kit works with them, without editing the package.
+network-agnostic algorithm, §1): register them here and every profile, grid, table and plot of the
+kit works with them, without editing the package — in your own notebook or script, or on the command
+line from the file that registers them (``rewindkit grid … --plugin my_plugins.py``,
+:func:`load_module`). The kit's notebooks take a ``profile`` by name and run the kit's own networks.
 
 >>> from rewindkit import plugins
 >>> plugins.register_network("tiny_mlp", lambda data, hidden=32: TinyMLP(data.input_shape, hidden, data.num_classes))
@@ -9,7 +11,9 @@ notebook of the kit works with them, without editing the package.
 What each plug-in is:
 
 * **network** — ``build(data, **model_options) -> nn.Module``; ``data`` is the training data (read its
-  ``num_classes``, ``input_shape`` or vocabularies). ``prunable(model) -> [parameter names]`` says
+  ``num_classes``, ``input_shape`` or vocabularies). The structured grid (L1-filter pruning, §3.2)
+  needs residual blocks, as the kit's ResNets have them (:mod:`rewindkit.core.residual`); a network
+  without them is refused before anything trains. ``prunable(model) -> [parameter names]`` says
   what global magnitude pruning may remove (default: every conv and linear weight, §3.1; the
   authors' GNMT pruned every weight, embeddings and LSTM biases included). ``metric`` names what
   the network is evaluated by and labelled with (``"accuracy"``, ``"bleu"`` or a registered one;
@@ -105,3 +109,45 @@ def register_schedule(name: str, lr_at: Callable, *, version: str | None = None)
     return _register("schedule", name, lr_at, version)
 
 
+
+
+def load_module(name: str):
+    """Import the module that registers your plug-ins, for the command line (``rewindkit grid …
+    --plugin NAME``): a path to a ``.py`` file, or a module name importable from the current folder.
+    Its registrations run as it is imported; the module is returned."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a plug-in module is a path to a .py file or a module name; got {name!r}")
+    if name.endswith(".py"):
+        path = Path(name).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"plug-in file {name!r} not found (from {os.getcwd()})")
+        loaded = sys.modules.get(path.stem)
+        if loaded is not None:
+            if Path(getattr(loaded, "__file__", "") or "").resolve() == path:
+                return loaded
+            raise ValueError(f"plug-in file {name!r} would be imported as module {path.stem!r}, which already names "
+                             f"{getattr(loaded, '__file__', None) or 'a built-in module'}; rename the file")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[path.stem]
+            raise
+        return module
+    if os.getcwd() not in sys.path:  # as `python -c "import NAME"` run from here would find it
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name.split(".")[0] and err.name != name:
+            raise  # the module was found; something it imports is missing
+        raise ValueError(f"cannot import plug-in module {name!r} from {os.getcwd()}: {err}; give a module name "
+                         f"importable from the current folder or a path to a .py file") from None

@@ -501,3 +501,90 @@ def test_a_runs_schedule_is_computed_once_where_it_runs(tmp_path, monkeypatch):
     result = experiments.run_grid(profile, "one_shot", tmp_path, progress=False, workers=1)
     assert len(calls) == len(result.run_ids) == 3
     assert math.isfinite(result.results["test_acc"].iloc[0])
+
+
+# -- 6. a second first user (issue 24's round): the command line, structured grids, what errors name ----
+
+PLUGIN_FILE = '''
+from torch import nn
+from rewindkit import plugins
+
+def cli_mlp(data, hidden=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(40, hidden), nn.ReLU(), nn.Linear(hidden, data.num_classes))
+
+plugins.register_network("cli_mlp", cli_mlp)
+'''
+
+
+def test_the_command_line_imports_plugins_from_a_file_or_a_module(tmp_path, monkeypatch, capsys):
+    from rewindkit import cli
+    (tmp_path / "my_plugins.py").write_text(PLUGIN_FILE)
+    monkeypatch.chdir(tmp_path)
+    plan = ["grid", "smoke", "--kind", "one_shot", "--set", "network=cli_mlp", "--plan", "--out", str(tmp_path / "runs")]
+    try:
+        assert cli.main(plan) == 2  # not registered without --plugin
+        assert "unknown network 'cli_mlp'" in capsys.readouterr().err
+        assert cli.main(plan + ["--plugin", "my_plugins.py"]) == 0
+        out = capsys.readouterr().out
+        assert "cli_mlp" in out and "threads in this process" in out  # as run_specs runs plug-in grids
+        assert cli.main(plan + ["--plugin", "my_plugins"]) == 0  # by module name: the same module, once
+        assert sys.modules["my_plugins"].__file__ == str(tmp_path / "my_plugins.py")
+        assert cli.main(plan + ["--plugin", "no_such_plugins"]) == 2
+        assert "cannot import plug-in module 'no_such_plugins'" in capsys.readouterr().err
+        assert not (tmp_path / "runs").exists()
+    finally:
+        plugins.unregister("network", "cli_mlp")
+        sys.modules.pop("my_plugins", None)
+
+
+def test_a_structured_grid_it_cannot_prune_is_refused_before_anything_is_written(own, tmp_path):
+    from rewindkit.engine.costs import plan_report
+    profile = get_profile(own, structured_configs=("generic_a",), structured_levels=(1,))
+    refusal = r"cannot prune network 'small_cnn' at generic_a L1: L1 filter pruning \(§3.2\) needs a residual network"
+    with pytest.raises(ValueError, match=refusal + r".*SmallCNN has no such blocks"):
+        plan_report(profile, "structured", tmp_path)
+    with pytest.raises(ValueError, match=refusal):
+        experiments.run_grid(profile, "structured", tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compacting_a_network_without_blocks_names_the_unstructured_mask_first():
+    from rewindkit.core.compaction import UnstructuredMaskError
+    model = build_cnn(small_data())
+    with pytest.raises(UnstructuredMaskError, match=r"removes whole filters only.*one by one.*needs residual blocks"):
+        pruning.compact(model, pruning.global_magnitude(model, 0.3))
+    from rewindkit.core.masks import Mask
+    with pytest.raises(ValueError, match="needs a residual network") as nothing_pruned:
+        pruning.compact(model, Mask.ones(model))
+    assert not isinstance(nothing_pruned.value, UnstructuredMaskError)
+
+
+def test_a_dataset_whose_splits_disagree_is_refused_naming_the_split():
+    from dataclasses import replace
+    ds = small_data()
+    with pytest.raises(ValueError, match=r"dataset '.*': train_x holds \(96, 1, 12\) and train_y \(90,\); each split "
+                                         r"needs one label per example"):
+        replace(ds, train_y=ds.train_y[:90])
+    with pytest.raises(ValueError, match=r"one example of train_x is \(1, 12\), of val_x \(1, 10\), of test_x \(1, 12\)"):
+        replace(ds, val_x=ds.val_x[..., :10])
+
+
+def test_a_schedule_with_the_wrong_signature_is_named(own):
+    plugins.register_schedule("neg", lambda step, total: 0.1)  # the recipe argument forgotten
+    with pytest.raises(ScheduleValueError, match=r"schedule 'neg' failed at step 0 of 6: TypeError: .*lr_at\(step, "
+                                                 r"total_steps, recipe\)"):
+        Recipe(epochs=2, batch_size=32, lr_schedule="neg").schedule(96)
+
+
+def test_an_open_file_a_plugin_reads_is_refused_by_its_global_name(tmp_path):
+    (tmp_path / "file_plugins.py").write_text(
+        "from rewindkit import plugins\nFH = open(__file__)\n\ndef load():\n    return FH.read()\n\n"
+        "plugins.register_dataset('file_data', load)\n")
+    with pytest.raises(plugins.FingerprintError, match=r"cannot fingerprint global 'FH' read by load: a _io.TextIOWrapper"):
+        plugins.load_module(str(tmp_path / "file_plugins.py"))
+    assert "file_plugins" not in sys.modules and plugins.get("dataset", "file_data") is None
+
+
+def test_an_unknown_profile_field_suggests_the_nearest():
+    with pytest.raises(ValueError, match=r"unknown profile field 'recipe.epoch'; did you mean 'recipe.epochs'"):
+        get_profile("smoke", **{"recipe.epoch": 3})

@@ -70,10 +70,18 @@ def removed_filters(model: nn.Module, mask: Mask) -> dict[str, list[int]]:
     filters of the blocks' first convs and the matching input channels of their second convs — the
     only weights compaction can remove."""
     mask.check_model(model)
+    try:
+        blocks = residual_blocks(model)
+    except ValueError as no_blocks:  # nothing is removable: an unstructured mask gets its own reason
+        pruned = {name: int((~mask[name]).sum()) for name in mask.weight_names}
+        if any(pruned.values()):
+            _refuse_unstructured({name: n for name, n in pruned.items() if n},
+                                 f"; and compact() needs residual blocks: {no_blocks}")
+        raise
     names = {id(m): n for n, m in model.named_modules()}
     removable = {name: torch.ones_like(mask[name]) for name in mask.weight_names}
     removed = {}
-    for _, block in residual_blocks(model):
+    for _, block in blocks:
         conv1, conv2 = names[id(block.conv1)], names[id(block.conv2)]
         keep = _kept_filters(mask, conv1)
         if bool(keep.all()):
@@ -92,14 +100,20 @@ def removed_filters(model: nn.Module, mask: Mask) -> dict[str, list[int]]:
     stray = {name: int((~mask[name] & removable[name]).sum()) for name in mask.weight_names}
     stray = {name: count for name, count in stray.items() if count}
     if stray:
-        name, count = max(stray.items(), key=lambda item: item[1])
-        raise UnstructuredMaskError(
-            f"compact() removes whole filters only, but this mask prunes {sum(stray.values())} weights one by one "
-            f"(e.g. {count} in {name!r}, outside any removed filter): an unstructured mask such as global magnitude "
-            f"pruning's (§3.1) leaves every layer its shape, so nothing can be removed and dense kernels run it at "
-            f"the dense network's speed. Compaction applies to L1-filter masks (pruning.l1_filters, §3.2); for "
-            f"unstructured masks see rewindkit.engine.speedups (sparse kernels).")
+        _refuse_unstructured(stray)
     return removed
+
+
+def _refuse_unstructured(stray: dict[str, int], more: str = "") -> None:
+    """Raise :class:`UnstructuredMaskError` for ``stray`` pruned weights ({weight: count}) outside any
+    removable filter."""
+    name, count = max(stray.items(), key=lambda item: item[1])
+    raise UnstructuredMaskError(
+        f"compact() removes whole filters only, but this mask prunes {sum(stray.values())} weights one by one "
+        f"(e.g. {count} in {name!r}, outside any removed filter): an unstructured mask such as global magnitude "
+        f"pruning's (§3.1) leaves every layer its shape, so nothing can be removed and dense kernels run it at "
+        f"the dense network's speed. Compaction applies to L1-filter masks (pruning.l1_filters, §3.2); for "
+        f"unstructured masks see rewindkit.engine.speedups (sparse kernels){more}.")
 
 
 def _example_input(model: nn.Module) -> torch.Tensor:

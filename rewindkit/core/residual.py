@@ -17,7 +17,9 @@ def residual_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
         return [(s, b) for s, stage in enumerate(model.stages) for b in stage]
     if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
         return [(s, b) for s, layer in enumerate(getattr(model, f"layer{i}") for i in range(1, 5)) for b in layer]
-    raise ValueError(f"L1 filter pruning needs a residual network; {type(model).__name__} has no blocks")
+    raise ValueError(f"L1 filter pruning (§3.2) needs a residual network, its blocks in model.stages (the kit's "
+                     f"ResNets) or model.layer1 … layer4 (torchvision's), each with conv1, bn1, conv2 and bn2; "
+                     f"{type(model).__name__} has no such blocks")
 
 
 def shortcut(block: nn.Module) -> nn.Module:

@@ -265,7 +265,12 @@ class FunctionSchedule(_PerIteration):
         self._check_length()
         total, values = self.total_steps, []
         for step in range(total):
-            raw = self.lr_at(step, total)
+            try:
+                raw = self.lr_at(step, total)
+            except Exception as err:  # the user's function: say which schedule, at which step, called how
+                raise ScheduleValueError(f"schedule {self.name!r} failed at step {step} of {total}: {type(err).__name__}: "
+                                         f"{err} (a schedule plug-in is called as lr_at(step, total_steps, recipe) "
+                                         f"and returns the learning rate)") from err
             try:
                 lr = float(raw)
             except (TypeError, ValueError):

@@ -33,6 +33,19 @@ class Dataset:
     def __post_init__(self):
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augmentation!r}; choose one of {AUGMENTATIONS}")
+        where = f"dataset {self.name!r}"
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if not (torch.is_tensor(x) and torch.is_tensor(y)):
+                raise ValueError(f"{where}: {split}_x and {split}_y must be tensors; got {type(x).__name__} and "
+                                 f"{type(y).__name__}")
+            if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+                raise ValueError(f"{where}: {split}_x holds {tuple(x.shape)} and {split}_y {tuple(y.shape)}; each "
+                                 f"split needs one label per example (the first dimension)")
+        shapes = {split: tuple(getattr(self, f"{split}_x").shape[1:]) for split in ("train", "val", "test")}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"{where}: every split must hold examples of one shape; one example of train_x is "
+                             f"{shapes['train']}, of val_x {shapes['val']}, of test_x {shapes['test']}")
 
     @property
     def n_train(self) -> int:

@@ -22,7 +22,7 @@ from .grids import grid_specs
 from ..platform.cores import describe_workers, resolve_workers
 from ..platform.hardware import Hardware, own_stream, run_threads
 from .profiles import Profile
-from .runs import RunStore, canonical_json, setup_from_profile
+from .runs import RunStore, canonical_json, setup_from_profile, uses_plugins
 
 THROUGHPUT_TABLE = Path(__file__).with_name("throughput.csv")
 THROUGHPUT_COLUMNS = ["workload", "device", "packing", "seconds_per_epoch", "hardware", "measured_by"]
@@ -125,6 +125,8 @@ def expected_wait(profile: Profile, kind: str, out=None) -> str:
     """What a notebook says before it trains: the grid's remaining training time from the shipped
     throughput table — measured on this device, or else on the CPU the table was measured on (named,
     with a warning that this one may differ) — with the runs it trains at once."""
+    from .runner import check_filter_pruning
+    check_filter_pruning(grid_specs(profile, kind))  # a plug-in network the structured grid cannot prune
     cost = grid_cost(profile, kind, out)
     if not cost.remaining_epochs:
         return f"All {cost.runs} runs of this grid are already in the results folder: nothing to train."
@@ -195,6 +197,8 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
 
 def plan_report(profile: Profile, kind: str, out=None, *, probe_device: bool = False) -> str:
     """The text of ``--plan``: runs by kind and technique, epochs, finished, and the estimated time."""
+    from .runner import check_filter_pruning
+    check_filter_pruning(grid_specs(profile, kind))  # a plug-in network the structured grid cannot prune
     cost = grid_cost(profile, kind, out)
     lines = [f"{kind} grid of profile {profile.name!r} ({workload(profile)}):",
              f"  runs: {cost.runs} = {cost.dense} dense + "
@@ -203,8 +207,14 @@ def plan_report(profile: Profile, kind: str, out=None, *, probe_device: bool = F
     if out is not None:
         lines.append(f"  finished in {out}: {cost.finished} of {cost.runs} runs; {cost.remaining_epochs:,.0f} epochs to go")
     hw = profile.hardware
-    lines.append(f"  runs at once: {runs_at_once(profile)} — "
-                 + (f"{hw.packing} packed on one device" if hw.packing > 1 else describe_workers(profile.workers, hw.device)))
+    at_once = runs_at_once(profile)
+    how = f"{hw.packing} packed on one device" if hw.packing > 1 else describe_workers(profile.workers, hw.device)
+    if hw.packing == 1 and at_once > 1 and any(uses_plugins(s) for s in grid_specs(profile, kind)):
+        # as executors.concurrency runs them: worker processes would not know this process's plug-ins
+        at_once = 1 if hw.compile else at_once
+        how = (f"threads in this process (workers={profile.workers}), not worker processes, which would not know "
+               f"the plug-ins registered here" + ("; with compile=True one at a time" if hw.compile else ""))
+    lines.append(f"  runs at once: {at_once} — {how}")
     found = probe(profile, packing=runs_at_once(profile)) if probe_device else table_throughput(profile)
     device = device_name(profile.hardware)
     if found is None:

@@ -326,7 +326,10 @@ def get_profile(name: str | Profile, **overrides) -> Profile:
     top, nested = {}, {section: {} for section in NESTED}
     for key, value in overrides.items():
         if key not in valid:
-            raise ValueError(f"unknown profile field {key!r}; valid fields: {', '.join(valid)}")
+            import difflib
+            near = difflib.get_close_matches(key, valid, n=3)
+            hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+            raise ValueError(f"unknown profile field {key!r}; {hint}valid fields: {', '.join(valid)}")
         section, _, sub = key.rpartition(".")
         if not section:
             section = next((s for s, cls in NESTED.items() if key in {f.name for f in fields(cls)}), "")

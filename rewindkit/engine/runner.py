@@ -22,6 +22,7 @@ from ..core.batches import DataProtocolError, check_training_data
 from ..core.flops import forward_flops
 from ..platform.hardware import Hardware, prepare_model
 from ..core.masks import Mask, prunable_weight_names
+from ..core.pruning import FilterPruning
 from ..core.metrics import evaluate, metric_of_network
 from ..core.recipe import Recipe
 from .runs import RunSpec, RunStore, canonical_json, provenance
@@ -63,6 +64,26 @@ def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module
         with GLOBAL_RNG_LOCK:  # packed runs (threads) share torch's global generator
             return models.build(setup["network"], ds, **setup["model_options"])
     return build
+
+
+def check_filter_pruning(specs) -> None:
+    """Refuse, before anything trains or is written, L1-filter pruning (§3.2) of a plug-in network it
+    cannot prune: each plug-in network a structured run prunes is built once, untrained, and pruned at
+    each of its configurations and levels (the kit's own networks are covered by the tests)."""
+    tried = set()
+    for spec in specs:
+        network = spec.setup["network"]
+        if not isinstance(spec.pruning, FilterPruning) or network not in registry.user_names("network"):
+            continue
+        key = (canonical_json(spec.setup), spec.pruning.describe())
+        if key in tried:
+            continue
+        tried.add(key)
+        try:
+            spec.pruning.apply(model_builder(spec.setup, load_dataset(spec.setup, "cpu"))())
+        except ValueError as err:
+            raise ValueError(f"the structured grid cannot prune network {network!r} at {spec.pruning.describe()}: "
+                             f"{err}") from None
 
 
 def _write_metrics(rows: list[dict], path: Path) -> None:

@@ -27,7 +27,7 @@ _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
 
 def _is_users_module(module) -> bool:
     name = getattr(module, "__name__", "") or ""
-    if name.split(".")[0] in ("rewindkit", "builtins", "torch"):
+    if name.split(".")[0] in ("rewindkit", "builtins", "torch") or name in sys.builtin_module_names:
         return False
     path = getattr(module, "__file__", None) or ""
     return not (path.startswith(_LIBRARY_PATHS) or "site-packages" in path or "dist-packages" in path)
@@ -38,8 +38,8 @@ def _is_users(obj) -> bool:
     if not (inspect.isfunction(obj) or inspect.isclass(obj)):
         return False
     module_name = getattr(obj, "__module__", None) or ""
-    if module_name.split(".")[0] in ("rewindkit", "builtins", "torch"):
-        return False
+    if module_name.split(".")[0] in ("rewindkit", "builtins", "torch") or module_name in sys.builtin_module_names:
+        return False  # Python's modules compiled into the interpreter (_io, …) have no __file__
     module = sys.modules.get(module_name)
     return module is None or _is_users_module(module)
 
@@ -106,7 +106,7 @@ class _Fingerprint:
                 if key in ("__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__annotations__",
                            "__firstlineno__", "__static_attributes__"):
                     continue
-                self.value(value, f"{obj.__qualname__}.{key}")
+                self.value(value, f"{obj.__qualname__}.{key}" + ("" if where == obj.__qualname__ else f" (from {where})"))
             return
         qual = getattr(obj, "__qualname__", repr(obj))
         self.value(obj.__defaults__ or (), f"the default arguments of {qual}")
