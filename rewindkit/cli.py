@@ -73,6 +73,15 @@ def _grid(args) -> int:
         return 0
     print(f"{len(result.run_ids)} runs of the {args.kind} grid ({profile.name}) are in {out / 'runs'}")
     print(f"results table: {out / 'results.csv'}  dense runs: {out / 'base_results.csv'}")
+    import pandas as pd
+    from .engine.grids import grid_specs
+    from .engine.tables import experiment_of
+    experiments = pd.read_csv(out / "base_results.csv")["experiment"].dropna().unique()
+    if len(experiments) > 1:
+        mine = experiment_of({"setup": grid_specs(profile, args.kind)[0].setup})
+        print(f"note: {out} holds the runs of {len(experiments)} experiments (another recipe, data or network in "
+              f"the same --out); both tables hold them all, told apart by their experiment column: this "
+              f"grid's is {mine}")
     if len(result.results):
         from .core.metrics import delta_label
         from .paper.reference import aggregate, best_achievable

@@ -51,7 +51,8 @@ def run_grid(profile: Profile, kind: str, out=None, *, techniques=None, workers:
     """Run (or load from the cache) one of the paper's grids and return its tidy tables.
 
     ``out`` defaults to ``runs/<profile name>`` (:func:`results_dir`). ``results.csv`` there always holds every finished
-    pruned run of the folder; the returned tables hold this grid's runs only. ``executor="ray"``
+    pruned run of the folder, told apart by experiment (:func:`~rewindkit.engine.tables.write_tables`); the
+    returned tables hold this grid's runs only. ``executor="ray"``
     submits the runs as Ray tasks (:func:`run_specs_ray`); the default runs them here, in
     ``workers`` processes.
     """

@@ -102,7 +102,7 @@ def test_bad_values_are_refused_naming_the_value_and_the_choices():
 def test_an_annealing_schedule_checks_the_milestones_it_reads_its_end_from(name):
     """The end LR is step decay's final LR: milestones outside the run are refused as for "step", and
     none at all (an end equal to the start: nothing anneals) is refused, naming the value."""
-    with pytest.raises(ValueError, match=r"milestones must be increasing epochs inside \(0, 6\); got \(91, 136\)"):
+    with pytest.raises(ValueError, match=r"milestones must be increasing numbers of epochs inside \(0, 6\); got \(91, 136\)"):
         Recipe(lr_schedule=name, epochs=6, milestones=(91, 136)).schedule(1000)
     with pytest.raises(ValueError, match=f"lr_schedule='{name}' anneals .* milestones=\\(\\) leaves it at lr = 0.1"):
         Recipe(lr_schedule=name, lr=0.1, epochs=6, milestones=()).schedule(1000)

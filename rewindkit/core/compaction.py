@@ -69,6 +69,11 @@ def removed_filters(model: nn.Module, mask: Mask) -> dict[str, list[int]]:
     Raises :class:`UnstructuredMaskError` when the mask prunes weights anywhere else than whole
     filters of the blocks' first convs and the matching input channels of their second convs — the
     only weights compaction can remove."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"compact() needs the network (a torch.nn.Module); got {type(model).__name__}")
+    if not isinstance(mask, Mask):
+        raise ValueError(f"compact() needs a Mask of this network, e.g. pruning.l1_filters(model, config, level) "
+                         f"(§3.2); got {type(mask).__name__}")
     mask.check_model(model)
     try:
         blocks = residual_blocks(model)
@@ -79,6 +84,12 @@ def removed_filters(model: nn.Module, mask: Mask) -> dict[str, list[int]]:
                                  f"; and compact() needs residual blocks: {no_blocks}")
         raise
     names = {id(m): n for n, m in model.named_modules()}
+    convs = [f"{names[id(conv)]}.weight" for _, block in blocks for conv in (block.conv1, block.conv2)]
+    missing = [name for name in convs if name not in mask.weight_names]
+    if missing:
+        raise ValueError(f"the mask has no entry for {missing[0]!r} ({len(missing)} of the network's block "
+                         f"convolutions missing): it was made for another network; prune this one, e.g. "
+                         f"pruning.l1_filters(model, config, level)")
     removable = {name: torch.ones_like(mask[name]) for name in mask.weight_names}
     removed = {}
     for _, block in blocks:

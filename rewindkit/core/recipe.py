@@ -71,6 +71,13 @@ class Recipe:
             raise ValueError(f"label_smoothing must be a number in [0, 1) (GNMT: 0.1); got {self.label_smoothing!r}")
         if self.grad_clip_norm is not None and not (_is_number(self.grad_clip_norm) and self.grad_clip_norm > 0):
             raise ValueError(f"grad_clip_norm must be a positive norm (GNMT: 5) or None; got {self.grad_clip_norm!r}")
+        for name, low, high, paper in (("momentum", 0, 1, "0.9"), ("weight_decay", 0, float("inf"), "2e-4")):
+            value = getattr(self, name)
+            if not (_is_number(value) and low <= value < high and value < float("inf")):
+                raise ValueError(f"{name} must be a number in [{low}, {high:g}) ({paper} in the paper); got {value!r}")
+        if self.fine_tune_lr is not None and not (_is_number(self.fine_tune_lr) and 0 < self.fine_tune_lr < float("inf")):
+            raise ValueError(f"fine_tune_lr must be a positive number, or None for the schedule's final LR; got "
+                             f"{self.fine_tune_lr!r}")
         if not isinstance(self.schedule_options, dict):
             raise ValueError(f"schedule_options must be a dict; got {self.schedule_options!r}")
         valid = GNMT_SCHEDULE_OPTIONS if self.lr_schedule == "gnmt" else ()
@@ -82,6 +89,8 @@ class Recipe:
         if unknown and plugin.builtin:  # a registered schedule reads its own options
             raise ValueError(f"unknown schedule_options {unknown} for lr_schedule={self.lr_schedule!r}; valid: "
                              f"{', '.join(valid) or 'none (step, cosine, linear and one_cycle take milestones, gamma, warmup_epochs)'}")
+        if self.lr_schedule == "step" or self.lr_schedule in ANNEALING_SCHEDULES:  # their milestones, gamma, warm-up
+            StepSchedule(self.lr, self.epochs, 1, self.milestones, self.gamma, self.warmup_epochs)
 
     def schedule(self, n_train: int):
         """The per-iteration LR schedule on a training set of ``n_train`` examples

@@ -43,6 +43,11 @@ class _PerIteration:
         return [self.lr(s) for s in range(start, stop)]
 
 
+def _is_number(value) -> bool:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class StepSchedule(_PerIteration):
     """Step decay with optional linear warmup.
@@ -63,9 +68,16 @@ class StepSchedule(_PerIteration):
 
     def __post_init__(self):
         self._check_length()
-        if list(self.milestones) != sorted(self.milestones) or any(not 0 < m < self.epochs for m in self.milestones):
-            raise ValueError(f"milestones must be increasing epochs inside (0, {self.epochs}); got {self.milestones}")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
+        ms = tuple(self.milestones)
+        if (not all(_is_number(m) for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))
+                or any(not 0 < m < self.epochs for m in ms)):
+            raise ValueError(f"milestones must be increasing numbers of epochs inside (0, {self.epochs}); got {self.milestones}")
+        if not (_is_number(self.gamma) and 0 < self.gamma <= 1):
+            raise ValueError(f"gamma, the factor of each LR drop, must be a number in (0, 1] (0.1 in the paper); "
+                             f"got {self.gamma!r}")
+        if not (_is_number(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs):
+            raise ValueError(f"warmup_epochs must be a number in [0, {self.epochs}); got {self.warmup_epochs!r}")
+        object.__setattr__(self, "milestones", ms)
         object.__setattr__(self, "milestone_steps", tuple(self.epoch_to_step(m) for m in self.milestones))
         object.__setattr__(self, "warmup_steps", self.epoch_to_step(self.warmup_epochs))
 

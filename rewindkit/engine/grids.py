@@ -36,6 +36,9 @@ def _retrain_times(profile: Profile, technique: str, times) -> tuple:
 
 def one_shot_specs(profile: Profile, techniques=None) -> list[RunSpec]:
     techniques = tuple(techniques or profile.techniques)
+    for name, values in (("densities", profile.densities), ("techniques", techniques)):
+        if not values:
+            raise ValueError(f"the one-shot grid needs at least one of {name}; got {name}=()")
     specs = []
     for dense in dense_specs(profile):
         specs.append(dense)
@@ -90,6 +93,10 @@ def _plain(t: float):
 
 
 def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:
+    if profile.pruning != "global_magnitude":
+        raise ValueError(f"pruning={profile.pruning!r} chooses the one-shot and iterative grids' unstructured masks; "
+                         f"the structured grid prunes filters by their L1 norms (§3.2): leave pruning at "
+                         f"'global_magnitude'")
     techniques = tuple(techniques or profile.structured_techniques or profile.techniques)
     times = profile.structured_retrain_times or profile.retrain_times
     specs = []

@@ -104,6 +104,8 @@ class Profile:
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise ValueError(f"{name} must be a sequence, e.g. {name}=({value!r},); got {value!r}")
             object.__setattr__(self, name, tuple(value))
+        if not self.retrain_times:  # before the chains' budgets are derived from it
+            raise ValueError("retrain_times must hold at least one retraining time t (epochs), e.g. (2, 4, 6, 8)")
         if self.iterative_retrain_times is None:
             object.__setattr__(self, "iterative_retrain_times", chain_budgets(self.recipe.epochs, self.retrain_times))
         self.validate()
@@ -132,6 +134,10 @@ class Profile:
                 pruning.FilterPruning(c, level)
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        bad = [s for s in self.seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if bad:
+            raise ValueError(f"seeds must be whole numbers ≥ 0 (each a trial, 1, 2, 3 in the paper); got {bad[0]!r}")
+
         for name in ("n_train", "n_eval"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

@@ -80,14 +80,18 @@ def check_parameters(path: Path, parameters: dict) -> dict:
 
 
 def run_notebooks(paths, parameters: dict | None = None, *, executed_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                  log=print, at_once: int = 1) -> list[Path]:
+                  log=print, at_once: int | str = 1) -> list[Path]:
     """Run each notebook through papermill; return the executed copies. Raises on the first failure.
 
     ``at_once`` > 1 runs that many notebooks at the same time, each in a process of its own, started in
     order: one notebook's plots and kernel start-up then overlap another's training. Notebooks that
     ask for the same run share it: one trains it, the other waits on the run's lock and reads it
     (:func:`rewindkit.engine.runner.execute`), so nothing is trained twice and every result is the
-    one a notebook run alone gets."""
+    one a notebook run alone gets. ``at_once="auto"``: :func:`~rewindkit.platform.cores.notebooks_at_once`."""
+    from ..platform.cores import notebooks_at_once
+    at_once = notebooks_at_once(at_once)  # a whole number ≥ 1 or "auto", checked before anything runs
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise ValueError(f"timeout must be a whole number of seconds ≥ 1 per cell; got {timeout!r}")
     parameters = dict(parameters or {})
     executed_dir = Path(executed_dir or repo_root() / "executed").resolve()
     executed_dir.mkdir(parents=True, exist_ok=True)

@@ -46,11 +46,15 @@ def auto_workers(cores: int | None = None, memory: int | None = None, per_worker
     return max(1, min(cores, fit))
 
 
+MAX_WORKERS = 1024  # far beyond any one machine's cores; what the process pool can hold
+
+
 def check_workers(workers) -> int | str:
-    """``workers`` as a profile holds it: a whole number ≥ 1 or ``"auto"``."""
-    if workers == "auto" or (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
+    """``workers`` as a profile holds it: a whole number in 1 … :data:`MAX_WORKERS`, or ``"auto"``."""
+    if workers == "auto" or (isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= MAX_WORKERS):
         return workers
-    raise ValueError(f"workers must be a whole number ≥ 1 or 'auto' (every available core); got {workers!r}")
+    raise ValueError(f"workers must be a whole number from 1 to {MAX_WORKERS} or 'auto' (every available core); "
+                     f"got {workers!r}")
 
 
 def resolve_workers(workers, device: str = "cpu", packing: int = 1) -> int:

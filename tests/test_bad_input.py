@@ -1,0 +1,108 @@
+"""Bad input a probe found in issue 24's round, each refused where it enters with the bad value named
+(before this round each trained, crashed later with a raw error, or gave a table that mixed
+experiments)."""
+import pandas as pd
+import pytest
+
+from rewindkit import experiments as E
+from rewindkit import models, pruning
+from rewindkit.core.masks import Mask
+from rewindkit.engine.profiles import get_profile
+from rewindkit.notebook import workspace
+from rewindkit.recipe import Recipe
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("gamma", -1, r"gamma, the factor of each LR drop, must be a number in \(0, 1\].*got -1"),
+    ("gamma", 2.0, r"gamma.*\(0, 1\].*got 2.0"),
+    ("gamma", float("inf"), r"gamma.*got inf"),
+    ("milestones", (2, 2), r"milestones must be increasing numbers of epochs inside \(0, 4\); got \(2, 2\)"),
+    ("milestones", (2, "x"), r"milestones must be increasing.*got \(2, 'x'\)"),
+    ("milestones", (3, 2), r"milestones must be increasing"),
+    ("warmup_epochs", -1, r"warmup_epochs must be a number in \[0, 4\); got -1"),
+    ("fine_tune_lr", -1, r"fine_tune_lr must be a positive number, or None"),
+    ("fine_tune_lr", 0, r"fine_tune_lr must be a positive number"),
+    ("weight_decay", -1e-4, r"weight_decay must be a number in \[0, inf\)"),
+    ("momentum", 1.0, r"momentum must be a number in \[0, 1\)"),
+])
+def test_a_recipe_that_would_train_backwards_or_never_decay_is_refused_when_made(field, value, message):
+    base = dict(epochs=4, milestones=(2, 3))
+    with pytest.raises(ValueError, match=message):
+        Recipe(**{**base, field: value})
+    for schedule in ("cosine", "one_cycle"):  # the annealing schedules end where step decay ends
+        if field in ("gamma", "milestones", "warmup_epochs"):
+            with pytest.raises(ValueError, match=message):
+                Recipe(**{**base, field: value, "lr_schedule": schedule})
+    Recipe(**base)  # the same recipe with good values is made
+
+
+def test_gnmt_recipes_keep_ignoring_the_step_milestones():
+    assert Recipe(epochs=4, lr_schedule="gnmt", optimizer="adam").milestones == (91, 136)  # unused by gnmt
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"retrain_times": ()}, r"retrain_times must hold at least one retraining time"),
+    ({"seeds": ("a",)}, r"seeds must be whole numbers ≥ 0.*got 'a'"),
+    ({"seeds": (1.5,)}, r"seeds must be whole numbers ≥ 0.*got 1.5"),
+    ({"seeds": (-1,)}, r"seeds must be whole numbers ≥ 0.*got -1"),
+    ({"workers": 3_000_000_000}, r"workers must be a whole number from 1 to 1024 or 'auto'.*got 3000000000"),
+    ({"recipe.milestones": (2, 9)}, r"milestones must be increasing numbers of epochs inside \(0, 4\)"),
+])
+def test_profiles_refuse_bad_grids_when_made(override, message):
+    with pytest.raises(ValueError, match=message):
+        get_profile("smoke", **override)
+
+
+def test_grids_refuse_what_they_would_silently_drop():
+    with pytest.raises(ValueError, match=r"the one-shot grid needs at least one of densities; got densities=\(\)"):
+        E.grid_specs(get_profile("smoke", densities=()), "one_shot")
+    with pytest.raises(ValueError, match=r"at least one of techniques"):
+        E.grid_specs(get_profile("smoke", techniques=()), "one_shot")
+    with pytest.raises(ValueError, match=r"pruning='random_uniform'.*structured grid prunes filters"):
+        E.grid_specs(get_profile("smoke", pruning="random_uniform"), "structured")
+    assert E.grid_specs(get_profile("smoke", pruning="random_uniform"), "one_shot")  # where it applies
+
+
+def test_one_folder_two_experiments_the_folder_tables_tell_them_apart(tmp_path):
+    small = dict(densities=(0.5,), retrain_times=(2,), techniques=("lr_rewinding",), workers=1)
+    a = E.run_grid(get_profile("smoke", **small), "one_shot", tmp_path, progress=False)
+    b = E.run_grid(get_profile("smoke", **small, **{"recipe.lr": 0.05}), "one_shot", tmp_path, progress=False)
+    folder, base = pd.read_csv(tmp_path / "results.csv"), pd.read_csv(tmp_path / "base_results.csv")
+    assert len(folder) == 2 and folder["experiment"].nunique() == 2 and base["experiment"].nunique() == 2
+    for grid in (a, b):  # each grid's own table: its runs only, in the authors' columns
+        assert len(grid.results) == 1 and "experiment" not in grid.results
+        mine = folder[folder.run_id == grid.results.run_id[0]]
+        assert (folder.experiment == mine.experiment.iloc[0]).sum() == 1
+    assert folder["signs"].isna().all()
+    signed = E.run_grid(get_profile("smoke", **small, signs="dense"), "one_shot", tmp_path, progress=False)
+    folder = pd.read_csv(tmp_path / "results.csv")
+    assert folder.set_index("run_id").loc[signed.results.run_id[0], "signs"] == "dense"
+
+
+def test_compact_names_what_it_needs():
+    model = models.vision_network("mnist1d_resnet", depth=8, width=4)
+    mask = pruning.l1_filters(model, "generic_a", 1)
+    with pytest.raises(ValueError, match=r"compact\(\) needs a Mask of this network.*got NoneType"):
+        pruning.compact(model, None)
+    with pytest.raises(ValueError, match=r"compact\(\) needs a Mask.*got OrderedDict"):
+        pruning.compact(model, model.state_dict())
+    with pytest.raises(ValueError, match=r"compact\(\) needs the network.*got NoneType"):
+        pruning.compact(None, mask)
+    deeper = models.vision_network("mnist1d_resnet", depth=14, width=4)
+    ones = Mask.ones(deeper)
+    shallow = Mask({name: ones[name] for name in ones if name in mask.weight_names})  # the shallower net's entries
+    with pytest.raises(ValueError, match=r"the mask has no entry for 'stages.0.1.conv1.weight'.*another network"):
+        pruning.compact(deeper, shallow)
+
+
+@pytest.mark.parametrize("at_once", [0, -1, 1.5, True, "two"])
+def test_run_notebooks_checks_at_once_as_the_command_line_does(at_once, tmp_path):
+    with pytest.raises(ValueError, match=r"notebooks at once must be a whole number ≥ 1 or 'auto'"):
+        workspace.run_notebooks([], executed_dir=tmp_path, at_once=at_once)
+
+
+def test_run_notebooks_takes_auto_and_refuses_a_timeout_below_a_second(tmp_path):
+    assert workspace.run_notebooks([], executed_dir=tmp_path, at_once="auto") == []
+    for timeout in (0, -5, 1.5):
+        with pytest.raises(ValueError, match=r"timeout must be a whole number of seconds ≥ 1"):
+            workspace.run_notebooks([], executed_dir=tmp_path, timeout=timeout)
