@@ -26,11 +26,11 @@ from pathlib import Path
 def _workers(text: str):
     """--workers N or --workers auto; anything else is refused naming the valid values."""
     import argparse
-    from .platform.cores import check_workers
+    from .platform.cores import MAX_WORKERS, check_workers
     try:
         return check_workers("auto" if text == "auto" else int(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"workers must be a whole number ≥ 1 or 'auto' (every available core); "
+        raise argparse.ArgumentTypeError(f"workers must be a whole number from 1 to {MAX_WORKERS} or 'auto' (every available core); "
                                          f"got {text!r}") from None
 
 

@@ -36,8 +36,31 @@ def test_a_recipe_that_would_train_backwards_or_never_decay_is_refused_when_made
     Recipe(**base)  # the same recipe with good values is made
 
 
-def test_gnmt_recipes_keep_ignoring_the_step_milestones():
+def test_gnmt_recipes_keep_ignoring_the_step_milestones_and_fractional_epochs_stay_valid():
     assert Recipe(epochs=4, lr_schedule="gnmt", optimizer="adam").milestones == (91, 136)  # unused by gnmt
+    recipe = get_profile("smoke", **{"recipe.warmup_epochs": 0.5, "recipe.milestones": (2.5, 3)}).recipe
+    schedule = recipe.schedule(256)  # 4 iterations per epoch: half epochs are whole iterations
+    assert (schedule.warmup_steps, schedule.milestone_steps) == (2, (10, 12))
+
+
+def test_a_structured_grid_of_a_network_without_blocks_is_refused_before_training_the_kits_too(tmp_path):
+    from rewindkit.engine.costs import plan_report
+    vgg = get_profile("smoke", network="vgg16", model_options={})
+    with pytest.raises(ValueError, match=r"cannot prune network 'vgg16' at generic_a L1: L1 filter pruning \(§3.2\) "
+                                         r"needs a residual network.*VGG has no such blocks"):
+        plan_report(vgg, "structured", tmp_path)
+    with pytest.raises(ValueError, match=r"cannot prune network 'vgg16'"):
+        E.run_grid(vgg, "structured", tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_t_grid_is_fine_with_explicit_chain_budgets_but_not_for_a_one_shot_grid():
+    chains = get_profile("smoke", retrain_times=(), iterative_retrain_times={"lr_rewinding": 4})
+    assert E.grid_specs(chains, "iterative")
+    with pytest.raises(ValueError, match=r"the one-shot grid needs at least one of retrain_times"):
+        E.grid_specs(chains, "one_shot")
+    with pytest.raises(ValueError, match=r"the structured grid needs at least one retraining time"):
+        E.grid_specs(chains, "structured")
 
 
 @pytest.mark.parametrize("override,message", [

@@ -343,7 +343,7 @@ def test_parallel_workers_give_the_same_table(tmp_path, monkeypatch):
     parallel = E.run_grid(profile, "iterative", tmp_path / "parallel", progress=False, log=lines.append)
     pd.testing.assert_frame_equal(serial.results, parallel.results)
     assert any("2 worker processes" in line and "2 cores available" in line for line in lines), lines
-    with pytest.raises(ValueError, match="whole number ≥ 1 or 'auto'.*got 0"):  # 0 is not "the default"
+    with pytest.raises(ValueError, match="whole number from 1 to 1024 or 'auto'.*got 0"):  # 0 is not "the default"
         E.run_grid(profile, "iterative", tmp_path / "zero", progress=False, workers=0)
     assert not (tmp_path / "zero").exists()
 
@@ -361,7 +361,7 @@ def test_automatic_worker_count_is_every_available_core_capped_by_memory(monkeyp
     assert cores.resolve_workers("auto", device="cuda") == cores.resolve_workers("auto", packing=4) == 1
     assert cores.resolve_workers(3) == 3
     for bad in (0, -1, 1.5, True, "all", None):
-        with pytest.raises(ValueError, match=f"whole number ≥ 1 or 'auto'.*got {bad!r}"):
+        with pytest.raises(ValueError, match=f"whole number from 1 to 1024 or 'auto'.*got {bad!r}"):
             cores.check_workers(bad)
     assert executors_module.concurrency("auto", P.get_profile("smoke").hardware, plugin_runs=False) == (8, 1)
 

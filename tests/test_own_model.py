@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -520,15 +521,19 @@ def test_the_command_line_imports_plugins_from_a_file_or_a_module(tmp_path, monk
     from rewindkit import cli
     (tmp_path / "my_plugins.py").write_text(PLUGIN_FILE)
     monkeypatch.chdir(tmp_path)
-    plan = ["grid", "smoke", "--kind", "one_shot", "--set", "network=cli_mlp", "--plan", "--out", str(tmp_path / "runs")]
+    plan = ["grid", "smoke", "--kind", "one_shot", "--set", "network=cli_mlp", "--plan", "--workers", "2",
+            "--out", str(tmp_path / "runs")]
     try:
         assert cli.main(plan) == 2  # not registered without --plugin
         assert "unknown network 'cli_mlp'" in capsys.readouterr().err
         assert cli.main(plan + ["--plugin", "my_plugins.py"]) == 0
         out = capsys.readouterr().out
-        assert "cli_mlp" in out and "threads in this process" in out  # as run_specs runs plug-in grids
-        assert cli.main(plan + ["--plugin", "my_plugins"]) == 0  # by module name: the same module, once
-        assert sys.modules["my_plugins"].__file__ == str(tmp_path / "my_plugins.py")
+        assert "cli_mlp" in out and "runs at once: 2 — threads in this process" in out  # as run_specs runs them
+        assert cli.main(plan + ["--plugin", "my_plugins.py"]) == 0  # the same file again: the same module
+        plugins.unregister("network", "cli_mlp")
+        del sys.modules["my_plugins"]
+        assert cli.main(plan + ["--plugin", "my_plugins"]) == 0  # by module name, from the current folder
+        assert Path(sys.modules["my_plugins"].__file__).resolve() == (tmp_path / "my_plugins.py").resolve()
         assert cli.main(plan + ["--plugin", "no_such_plugins"]) == 2
         assert "cannot import plug-in module 'no_such_plugins'" in capsys.readouterr().err
         assert not (tmp_path / "runs").exists()

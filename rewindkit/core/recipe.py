@@ -8,7 +8,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .batches import steps_per_epoch
 from ..platform import registry
-from .schedules import ANNEALING_SCHEDULES, FunctionSchedule, GnmtSchedule, StepSchedule, step_final_lr
+from .schedules import (ANNEALING_SCHEDULES, FunctionSchedule, GnmtSchedule, StepSchedule, check_step_decay,
+                        step_final_lr)
 
 
 def _is_number(value) -> bool:
@@ -90,7 +91,7 @@ class Recipe:
             raise ValueError(f"unknown schedule_options {unknown} for lr_schedule={self.lr_schedule!r}; valid: "
                              f"{', '.join(valid) or 'none (step, cosine, linear and one_cycle take milestones, gamma, warmup_epochs)'}")
         if self.lr_schedule == "step" or self.lr_schedule in ANNEALING_SCHEDULES:  # their milestones, gamma, warm-up
-            StepSchedule(self.lr, self.epochs, 1, self.milestones, self.gamma, self.warmup_epochs)
+            check_step_decay(self.epochs, self.milestones, self.gamma, self.warmup_epochs)
 
     def schedule(self, n_train: int):
         """The per-iteration LR schedule on a training set of ``n_train`` examples

@@ -48,6 +48,20 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def check_step_decay(epochs, milestones, gamma, warmup_epochs) -> None:
+    """Step decay's own values (§2), in epochs, whatever the iterations per epoch: milestones strictly
+    increasing inside (0, T), each drop a factor gamma in (0, 1], a warm-up in [0, T)."""
+    ms = tuple(milestones)
+    if (not all(_is_number(m) for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))
+            or any(not 0 < m < epochs for m in ms)):
+        raise ValueError(f"milestones must be increasing numbers of epochs inside (0, {epochs}); got {milestones}")
+    if not (_is_number(gamma) and 0 < gamma <= 1):
+        raise ValueError(f"gamma, the factor of each LR drop, must be a number in (0, 1] (0.1 in the paper); "
+                         f"got {gamma!r}")
+    if not (_is_number(warmup_epochs) and 0 <= warmup_epochs < epochs):
+        raise ValueError(f"warmup_epochs must be a number in [0, {epochs}); got {warmup_epochs!r}")
+
+
 @dataclass(frozen=True)
 class StepSchedule(_PerIteration):
     """Step decay with optional linear warmup.
@@ -68,16 +82,8 @@ class StepSchedule(_PerIteration):
 
     def __post_init__(self):
         self._check_length()
-        ms = tuple(self.milestones)
-        if (not all(_is_number(m) for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))
-                or any(not 0 < m < self.epochs for m in ms)):
-            raise ValueError(f"milestones must be increasing numbers of epochs inside (0, {self.epochs}); got {self.milestones}")
-        if not (_is_number(self.gamma) and 0 < self.gamma <= 1):
-            raise ValueError(f"gamma, the factor of each LR drop, must be a number in (0, 1] (0.1 in the paper); "
-                             f"got {self.gamma!r}")
-        if not (_is_number(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs):
-            raise ValueError(f"warmup_epochs must be a number in [0, {self.epochs}); got {self.warmup_epochs!r}")
-        object.__setattr__(self, "milestones", ms)
+        check_step_decay(self.epochs, self.milestones, self.gamma, self.warmup_epochs)
+        object.__setattr__(self, "milestones", tuple(self.milestones))
         object.__setattr__(self, "milestone_steps", tuple(self.epoch_to_step(m) for m in self.milestones))
         object.__setattr__(self, "warmup_steps", self.epoch_to_step(self.warmup_epochs))
 

@@ -43,7 +43,7 @@ class Dataset:
                 raise ValueError(f"{where}: {split}_x holds {tuple(x.shape)} and {split}_y {tuple(y.shape)}; each "
                                  f"split needs one label per example (the first dimension)")
         shapes = {split: tuple(getattr(self, f"{split}_x").shape[1:]) for split in ("train", "val", "test")}
-        if len(set(shapes.values())) > 1:
+        if len({shape for split, shape in shapes.items() if len(getattr(self, f"{split}_x"))}) > 1:  # empty ones aside
             raise ValueError(f"{where}: every split must hold examples of one shape; one example of train_x is "
                              f"{shapes['train']}, of val_x {shapes['val']}, of test_x {shapes['test']}")
 

@@ -36,7 +36,8 @@ def _retrain_times(profile: Profile, technique: str, times) -> tuple:
 
 def one_shot_specs(profile: Profile, techniques=None) -> list[RunSpec]:
     techniques = tuple(techniques or profile.techniques)
-    for name, values in (("densities", profile.densities), ("techniques", techniques)):
+    for name, values in (("densities", profile.densities), ("techniques", techniques),
+                         ("retrain_times", profile.retrain_times)):
         if not values:
             raise ValueError(f"the one-shot grid needs at least one of {name}; got {name}=()")
     specs = []
@@ -99,6 +100,9 @@ def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:
                          f"'global_magnitude'")
     techniques = tuple(techniques or profile.structured_techniques or profile.techniques)
     times = profile.structured_retrain_times or profile.retrain_times
+    if not times:
+        raise ValueError("the structured grid needs at least one retraining time t; got retrain_times=() and "
+                         "structured_retrain_times=None")
     specs = []
     for dense in dense_specs(profile):
         specs.append(dense)

@@ -104,9 +104,10 @@ class Profile:
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise ValueError(f"{name} must be a sequence, e.g. {name}=({value!r},); got {value!r}")
             object.__setattr__(self, name, tuple(value))
-        if not self.retrain_times:  # before the chains' budgets are derived from it
-            raise ValueError("retrain_times must hold at least one retraining time t (epochs), e.g. (2, 4, 6, 8)")
         if self.iterative_retrain_times is None:
+            if not self.retrain_times:  # the chains' budgets come from it
+                raise ValueError("retrain_times must hold at least one retraining time t (epochs), e.g. (2, 4, 6, 8), "
+                                 "or give iterative_retrain_times")
             object.__setattr__(self, "iterative_retrain_times", chain_budgets(self.recipe.epochs, self.retrain_times))
         self.validate()
 
@@ -333,7 +334,9 @@ def get_profile(name: str | Profile, **overrides) -> Profile:
     for key, value in overrides.items():
         if key not in valid:
             import difflib
-            near = difflib.get_close_matches(key, valid, n=3)
+            section, _, leaf = key.rpartition(".")  # compare names within the same section (recipe., hardware.)
+            same = {v.rpartition(".")[2]: v for v in valid if v.rpartition(".")[0] == section}
+            near = [same[n] for n in difflib.get_close_matches(leaf, list(same), n=3, cutoff=0.75)]
             hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
             raise ValueError(f"unknown profile field {key!r}; {hint}valid fields: {', '.join(valid)}")
         section, _, sub = key.rpartition(".")

@@ -27,7 +27,7 @@ _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
 
 def _is_users_module(module) -> bool:
     name = getattr(module, "__name__", "") or ""
-    if name.split(".")[0] in ("rewindkit", "builtins", "torch") or name in sys.builtin_module_names:
+    if name.split(".")[0] in ("rewindkit", "builtins", "torch"):
         return False
     path = getattr(module, "__file__", None) or ""
     return not (path.startswith(_LIBRARY_PATHS) or "site-packages" in path or "dist-packages" in path)
@@ -38,8 +38,8 @@ def _is_users(obj) -> bool:
     if not (inspect.isfunction(obj) or inspect.isclass(obj)):
         return False
     module_name = getattr(obj, "__module__", None) or ""
-    if module_name.split(".")[0] in ("rewindkit", "builtins", "torch") or module_name in sys.builtin_module_names:
-        return False  # Python's modules compiled into the interpreter (_io, …) have no __file__
+    if module_name.split(".")[0] in ("rewindkit", "builtins", "torch"):
+        return False
     module = sys.modules.get(module_name)
     return module is None or _is_users_module(module)
 
@@ -162,7 +162,9 @@ class _Fingerprint:
             self.feed("method")
             self.value(v.__func__, where, depth + 1)
             self.value(v.__self__, f"the object {where} is bound to", depth + 1)
-        elif _is_users(type(v)) and not isinstance(v, type):  # an instance of a class of the user's own
+        elif (_is_users(type(v)) and not isinstance(v, type)
+              and type(v).__module__ not in sys.builtin_module_names):  # an instance of a class of the user's own
+            # (an object of a module compiled into Python, an open file (_io) among them, is not: refused below)
             self.feed(f"instance:{type(v).__qualname__}")
             self.code(type(v), where)
             state = vars(v) if hasattr(v, "__dict__") else {
