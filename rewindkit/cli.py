@@ -2,7 +2,7 @@
 
 ``rewindkit grid PROFILE --kind one_shot|iterative|structured [--set key=value ...] [--out DIR]``
     runs one of the paper's grids without Jupyter; writes ``DIR/results.csv``, ``DIR/base_results.csv``
-    and ``DIR/runs/<id>/`` (default DIR: ``runs/<PROFILE>``). With ``--plan [--probe]`` it trains
+    and ``DIR/runs/<id>/`` (default DIR: ``runs/<PROFILE>``, under ``$REWINDKIT_OUT`` if set). With ``--plan [--probe]`` it trains
     nothing and prints what the grid costs (:func:`rewindkit.engine.costs.plan_report`). With
     ``--plugin my_plugins.py`` it first imports the file that registers your own network, dataset,
     metric or schedule (:func:`rewindkit.plugins.load_module`), so ``--set network=…`` can name them.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -51,15 +52,13 @@ def _grid(args) -> int:
     from .experiments import run_grid
     from .engine.profiles import get_profile, parse_overrides
     from .engine.runs import results_dir
-    from .plugins import load_module
 
-    for module in args.plugin or ():  # its registrations, before --set names them
-        load_module(module)
+    _load_plugins(args.plugin or ())  # their registrations, before --set names them
     profile = get_profile(args.profile, **parse_overrides(args.set))
     if args.workers is not None:
         from dataclasses import replace
         profile = replace(profile, workers=args.workers)
-    out = Path(args.out) if args.out else results_dir(profile.name)
+    out = Path(args.out) if args.out else results_dir(profile.name, os.environ.get("REWINDKIT_OUT") or None)
     if args.plan or args.probe:  # the cost of the grid; nothing is trained or written
         from .engine.costs import plan_report
         print(plan_report(profile, args.kind, out, probe_device=args.probe))
@@ -137,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile field (repeatable)")
     g.add_argument("--plugin", action="append", metavar="MODULE", help="a .py file or module name that registers "
                    "your own network, dataset, metric or schedule (rewindkit.plugins), imported first; repeatable")
-    g.add_argument("--out", help="results folder (default runs/PROFILE)")
+    g.add_argument("--out", help="results folder (default runs/PROFILE, under $REWINDKIT_OUT if set)")
     g.add_argument("--workers", type=_workers, help="parallel worker processes, or 'auto': every core available "
                    "to this process, capped by memory (default: the profile's, auto for the CPU profiles)")
     g.add_argument("--executor", default=EXECUTORS[0], choices=EXECUTORS,
@@ -165,6 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.set_defaults(func=_profiles)
     return parser
+
+
+def _load_plugins(modules) -> None:
+    """Import each ``--plugin`` module; a name two of them register is refused, naming both (the
+    last would otherwise replace the first without a word)."""
+    from .platform import registry
+    from .plugins import load_module
+    owner: dict[tuple[str, str], str] = {}
+    for module in modules:
+        before = {(k, n): registry.get(k, n) for k in registry.KINDS for n in registry.user_names(k)}
+        load_module(module)
+        for kind in registry.KINDS:
+            for name in registry.user_names(kind):
+                if registry.get(kind, name) is before.get((kind, name)):
+                    continue
+                if (kind, name) in owner:
+                    raise ValueError(f"--plugin {module} registers {kind} {name!r}, which --plugin "
+                                     f"{owner[kind, name]} registered already; rename one of them")
+                owner[kind, name] = module
 
 
 def main(argv=None) -> int:

@@ -15,11 +15,18 @@ Two counts of one forward pass for one example:
   BatchNorm and ReLU terms do not shrink with pruning, which is why FLOP speed-ups stay below the
   compression ratio.
 
+Each use of a weight counts: a layer called twice costs twice, a Linear layer on a sequence costs
+once per position, and ``nn.MultiheadAttention`` costs its projections (as Linear layers) and its
+scores and weighted values. Other operations on a parameter of a user's own (a bare ``nn.Parameter``
+in a matmul) are not seen and count 0.
+
 Both are counts of work, not timings: unstructured sparsity gives no wall-clock speed-up with dense
 kernels.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -45,17 +52,63 @@ class _CountReLU(TorchFunctionMode):
         return out
 
 
+@dataclass(frozen=True)
+class _WeightUse:
+    """One use of a weight in the forward pass: ``rows`` of parameter ``weight`` (None: all of it;
+    ``size`` entries) applied at ``positions`` output positions; a Linear-like use also adds ``bias``
+    per position."""
+
+    weight: str
+    size: int
+    positions: int
+    linear: bool
+    bias: int = 0
+    rows: slice | None = None
+
+
 @torch.no_grad()
 def _trace(model: nn.Module, input_shape: tuple[int, ...]):
-    """Output positions of each conv/linear layer, BatchNorm output elements, ReLU output elements."""
-    positions: dict[str, int] = {}
+    """Every use of a conv, linear or attention weight in one forward pass of one example (a layer
+    called twice is used twice; a Linear on (L, D) inputs is applied at L positions), the
+    multiply-accumulates of attention's scores and weighted values (no weights: never pruned),
+    BatchNorm output elements and ReLU output elements."""
+    names = {id(p): n for n, p in model.named_parameters()}  # a shared weight by its one name
+    uses: list[_WeightUse] = []
+
+    def use(weight, positions, linear, bias=0, rows=None):
+        size = (weight if rows is None else weight[rows]).numel()
+        uses.append(_WeightUse(names.get(id(weight), ""), size, positions, linear, bias, rows))
+
+    attention_macs = [0]
     bn_elements = [0]
     hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, _LAYERS):
-            def hook(mod, inp, out, name=name):
-                positions[name] = int(out[0].numel() // out.shape[1]) if out.dim() > 2 else 1
-            hooks.append(module.register_forward_hook(hook))
+
+    def layer_hook(mod, inp, out):
+        channels = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
+        use(mod.weight, int(out.numel() // channels), isinstance(mod, nn.Linear), channels if mod.bias is not None else 0)
+
+    def attention_hook(mod, args, kwargs, out):
+        query, key = (list(args) + [kwargs.get("query"), kwargs.get("key")][len(args):])[:2]
+        e = mod.embed_dim
+        lq, lk = query.numel() // query.shape[-1], key.numel() // key.shape[-1]  # tokens of the one example
+        bias = e if mod.in_proj_bias is not None else 0
+        if mod.in_proj_weight is not None:  # q, k, v projections in one (3E, E) matrix
+            use(mod.in_proj_weight, lq, True, bias, slice(0, e))
+            use(mod.in_proj_weight, lk, True, 2 * bias, slice(e, 3 * e))
+        else:
+            use(mod.q_proj_weight, lq, True, bias)
+            use(mod.k_proj_weight, lk, True, bias)
+            use(mod.v_proj_weight, lk, True, bias)
+        use(mod.out_proj.weight, lq, True, mod.out_proj.out_features if mod.out_proj.bias is not None else 0)
+        attention_macs[0] += 2 * lq * lk * e  # scores q·k and the weighted sum of values, over all heads
+
+    attention = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    inside_attention = {id(m.out_proj) for m in attention}  # called functionally: counted by its attention
+    for module in model.modules():
+        if isinstance(module, _LAYERS) and id(module) not in inside_attention:
+            hooks.append(module.register_forward_hook(layer_hook))
+        elif isinstance(module, nn.MultiheadAttention):
+            hooks.append(module.register_forward_hook(attention_hook, with_kwargs=True))
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             hooks.append(module.register_forward_hook(lambda mod, inp, out: bn_elements.__setitem__(
                 0, bn_elements[0] + out[0].numel())))
@@ -70,32 +123,30 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return positions, bn_elements[0], relus.elements
+    return uses, attention_macs[0], bn_elements[0], relus.elements
 
 
-def _kept(module: nn.Module, name: str, mask: Mask | None) -> int:
-    key = f"{name}.weight" if name else "weight"
-    return int(mask[key].sum()) if mask is not None and key in mask else module.weight.numel()
+def _kept(use: _WeightUse, mask: Mask | None) -> int:
+    if mask is not None and use.weight in mask:
+        keep = mask[use.weight]
+        return int((keep if use.rows is None else keep[use.rows]).sum())
+    return use.size
 
 
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = None) -> int:
-    """Multiply-accumulates of the conv and linear layers, unpruned weights only."""
-    positions, _, _ = _trace(model, input_shape)
-    modules = dict(model.named_modules())
-    return sum(_kept(modules[n], n, mask) * p for n, p in positions.items())
+    """Multiply-accumulates of the conv, linear and attention layers, unpruned weights only."""
+    uses, attention_macs, _, _ = _trace(model, input_shape)
+    return sum(_kept(u, mask) * u.positions for u in uses) + attention_macs
 
 
 def forward_flops(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = None) -> int:
-    """FLOPs in the authors' stored convention (module docstring), unpruned weights only."""
-    positions, bn_elements, relu_elements = _trace(model, input_shape)
-    total = 2 * bn_elements + 2 * relu_elements
-    for name, module in model.named_modules():
-        if name in positions:
-            macs = _kept(module, name, mask) * positions[name]
-            if isinstance(module, nn.Linear):
-                total += 2 * macs + (module.out_features if module.bias is not None else 0)
-            else:
-                total += macs
+    """FLOPs in the authors' stored convention (module docstring), unpruned weights only; an
+    attention layer's projections count as Linear layers do, its scores and weighted values 2 per MAC."""
+    uses, attention_macs, bn_elements, relu_elements = _trace(model, input_shape)
+    total = 2 * bn_elements + 2 * relu_elements + 2 * attention_macs
+    for use in uses:
+        macs = _kept(use, mask) * use.positions
+        total += 2 * macs + use.bias * use.positions if use.linear else macs
     return total
 
 

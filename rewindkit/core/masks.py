@@ -28,15 +28,56 @@ def prunable_weight_names(model: nn.Module) -> list[str]:
     where the model says otherwise in ``model.prunable`` (GNMT: every weight, embeddings and LSTM
     biases included; a plug-in's ``prunable`` rule), those names.
 
+    Each name is the parameter's own (as ``model.named_parameters()`` lists it): a weight shared by two
+    layers (tied: ``self.b.weight = self.a.weight``) is one tensor, named and pruned once, by its
+    first name. A ``prunable`` name that is not a parameter of the model is refused, naming the
+    valid ones (:class:`PrunableNameError`).
+
     Biases and normalisation parameters of the vision networks are never prunable by unstructured pruning.
     """
-    if getattr(model, "prunable", None) is not None:
-        return list(model.prunable)
-    names = []
-    for module_name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            names.append(f"{module_name}.weight" if module_name else "weight")
-    return names
+    params = dict(model.named_parameters())
+    first_name = {id(p): n for n, p in params.items()}  # named_parameters lists a shared tensor once
+    declared = getattr(model, "prunable", None)
+    if declared is not None:
+        if isinstance(declared, str) or not all(isinstance(n, str) for n in declared):
+            raise PrunableNameError(f"prunable must give a list of parameter names; got {declared!r}")
+        unknown = [n for n in declared if _parameter(model, n) is None]
+        if unknown:
+            import difflib
+            near = difflib.get_close_matches(unknown[0], list(params), n=3)
+            raise PrunableNameError(
+                f"prunable names {unknown[0]!r}, which is not a parameter of the network"
+                + (f" (did you mean {', '.join(map(repr, near))}?)" if near else "")
+                + f"; its parameters are {_listing(params)}")
+        tensors = [_parameter(model, n) for n in declared]
+    else:
+        tensors = [module._parameters.get("weight") for module in model.modules()
+                   if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    names = [first_name[id(t)] for t in tensors if t is not None and id(t) in first_name]
+    return list(dict.fromkeys(names))  # each tensor once, in model order
+
+
+class PrunableNameError(ValueError):
+    """A network's ``prunable`` rule names something that is not one of its parameters."""
+
+
+def _parameter(model: nn.Module, name: str):
+    try:
+        return model.get_parameter(name)
+    except AttributeError:
+        return None
+
+
+def _listing(params: Mapping, limit: int = 12) -> str:
+    names = list(params)
+    return ", ".join(names[:limit]) + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def unpruned_matrices(model: nn.Module) -> list[str]:
+    """Parameters with two or more dimensions that the prunable set leaves out (an attention's input
+    projection, a bare ``nn.Parameter`` matrix, an embedding): pruning will not touch them."""
+    chosen = set(prunable_weight_names(model))
+    return [n for n, p in model.named_parameters() if p.dim() >= 2 and n not in chosen]
 
 
 class Mask(Mapping[str, torch.Tensor]):
@@ -153,8 +194,16 @@ class Mask(Mapping[str, torch.Tensor]):
         out = dict(state)
         for n, keep in self._entries.items():
             if n in out:
-                out[n] = out[n] * keep.to(device=out[n].device, dtype=out[n].dtype)
+                tied = [k for k, v in state.items() if _same_tensor(v, state[n])]  # a shared weight's other names
+                masked = out[n] * keep.to(device=out[n].device, dtype=out[n].dtype)
+                for k in tied:
+                    out[k] = masked
         return out
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+                      and a.device == b.device)
 
 
 class MaskEnforcer:

@@ -25,11 +25,15 @@ def decays(module: nn.Module, recipe: Recipe) -> bool:
 
 
 def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    """The recipe's weight decay on every parameter, or on all but BatchNorm's γ/β (:func:`decays`)."""
-    decay, no_decay = [], []
+    """The recipe's weight decay on every parameter, or on all but BatchNorm's γ/β (:func:`decays`).
+    A parameter shared by two modules (tied weights) is in one group once, as the first module has
+    it: listed twice, the optimizer would step it twice."""
+    decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for p in module.parameters(recurse=False):
-            (decay if decays(module, recipe) else no_decay).append(p)
+            if id(p) not in seen:
+                seen.add(id(p))
+                (decay if decays(module, recipe) else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

@@ -116,7 +116,26 @@ OPTIMIZERS = ("sgd", "adam")
 # The kit's own schedules, in the one registry of schedules (rewindkit.plugins): recipe → per-iteration schedule
 registry.register_builtin("schedule", "step", lambda r, spe: StepSchedule(r.lr, r.epochs, spe, r.milestones, r.gamma,
                                                                           r.warmup_epochs))
-registry.register_builtin("schedule", "gnmt", lambda r, spe: GnmtSchedule(r.lr, r.epochs, spe, **r.schedule_options))
+
+
+def _gnmt(r: Recipe, spe: int) -> GnmtSchedule:
+    """Recipe → the GNMT schedule; a value it refuses is named as the recipe sets it (``schedule_options``)."""
+    try:
+        return GnmtSchedule(r.lr, r.epochs, spe, **r.schedule_options)
+    except ValueError as err:
+        raise ValueError(f"lr_schedule='gnmt' with recipe.schedule_options={r.schedule_options} ({r.epochs} epochs of "
+                         f"{spe} iterations): {err}. Set it in recipe.schedule_options (e.g. --set "
+                         f"recipe.schedule_options='{{\"warmup_steps\": 4}}'; its options and defaults: "
+                         f"{_gnmt_defaults()})") from None
+
+
+def _gnmt_defaults() -> str:
+    from dataclasses import fields
+    return ", ".join(f"{f.name}={f.default!r}" for f in fields(GnmtSchedule) if f.init and f.name not in
+                     ("peak_lr", "epochs", "steps_per_epoch"))
+
+
+registry.register_builtin("schedule", "gnmt", _gnmt)
 
 
 def _annealing(name, cls):

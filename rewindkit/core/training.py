@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from .masks import Mask, MaskEnforcer
 from .optimizers import clip_gradients, make_optimizer  # noqa: F401  (make_optimizer: importable from here)
 from .recipe import Recipe
 from .schedules import ConstantSchedule, StepSchedule
-from .seeds import derive_seed
+from .seeds import GLOBAL_RNG_LOCK, ForwardRandomness, derive_seed  # GLOBAL_RNG_LOCK: importable from here
 
 
 class DivergedError(RuntimeError):
@@ -165,8 +164,9 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data: Traini
       T−t; iteration ``start`` itself may be included).
     * ``on_epoch`` is called at each epoch boundary (and at ``stop``) after evaluation: the hook
       for metrics files and resumable checkpoints.
-    * The batch of iteration s depends only on (``seed``, s), so any run can be stopped and
-      resumed from a checkpoint and produce the same result.
+    * The batch of iteration s depends only on (``seed``, s), and so do the draws of a network that
+      draws randomness while it trains (dropout: :class:`~rewindkit.core.seeds.ForwardRandomness`),
+      so any run can be stopped and resumed from a checkpoint and produce the same result.
     * ``recipe`` supplies the loss's label smoothing and the gradient clipping (:class:`StepRule`).
     * Validation and test are evaluated at every epoch boundary (``evaluate_every_epoch``) and at
       ``stop`` (unless ``evaluate_at_end=False``: a rewind checkpoint replayed, a timing probe).
@@ -198,7 +198,9 @@ def _train_steps(model, optimizer, data, lr_schedule, start, stop, *, seed, batc
     loss_sum = torch.zeros((), device=data.device)
     loss_count = 0
     use_graphs = (hardware.cuda_graphs and hardware.is_cuda and not distributed.is_distributed()
-                  and isinstance(optimizer, torch.optim.SGD))  # the captured step reads SGD's LR from a tensor
+                  and isinstance(optimizer, torch.optim.SGD)  # the captured step reads SGD's LR from a tensor
+                  and not has_dropout(model))  # a captured step could not seed its draws per step
+    randomness = ForwardRandomness(seed, data.device, distributed.rank())  # dropout: seeded per step
     # the in-memory datasets' data step (gather, crop, flip, standardise) joins the captured graph:
     # it reads the batch position from a device tensor (``gather`` of the data's ``batch_stream``), the same batches
     if use_graphs and hasattr(data, "batch_stream"):
@@ -239,7 +241,8 @@ def _train_steps(model, optimizer, data, lr_schedule, start, stop, *, seed, batc
         else:
             x, y = _next_batch(batches, data, step)
             x = _in_format(x, hardware)
-            optimizer_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule)
+            with randomness.step(step):
+                optimizer_step(forward, optimizer, enforcer, hardware, x, y, loss_sum, rule)
         loss_count += 1
         done = step + 1
         if bar is not None:
@@ -271,10 +274,9 @@ def _train_steps(model, optimizer, data, lr_schedule, start, stop, *, seed, batc
     return records
 
 
-# Building a network draws from torch's global generator (its initialisers), which the runs packed
-# on one device (threads) share: every build holds this lock, so no build draws between another's
-# seeding and its draws (re-entrant: init_model seeds, then calls a build that takes it too).
-GLOBAL_RNG_LOCK = threading.RLock()
+def has_dropout(model: nn.Module) -> bool:
+    """Whether ``model`` holds a dropout layer that draws (p > 0) while it trains."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
 
 def init_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:

@@ -44,6 +44,7 @@ def load(name: str, **options) -> Dataset:
     :mod:`rewindkit.data.imagenet`), ``synthetic``, ``translation`` (number names, :mod:`rewindkit.data.translation`)
     or a registered plug-in (:func:`rewindkit.plugins.register_dataset`)."""
     loader = registry.lookup("dataset", name).call
+    registry.check_options(f"dataset {name!r} (dataset_options)", loader, options)
     try:
         return loader(**options)
     except TypeError as exc:

@@ -16,7 +16,7 @@ from ..platform import distributed
 from .costs import duration, eta_seconds
 from .grids import needed_rewinds
 from ..platform.cores import describe_workers, resolve_workers
-from ..platform.hardware import RUN_THREADS, Hardware, own_stream, run_threads
+from ..platform.hardware import RUN_THREADS, Hardware, check_device, own_stream, run_threads
 from .runner import check_filter_pruning, execute
 from .runs import RunSpec, RunStore, uses_plugins
 from ..core.training import progress_enabled
@@ -37,7 +37,7 @@ def _worker_init(hardware: Hardware) -> None:
 def _pending(specs: list[RunSpec], out) -> tuple[dict[str, RunSpec], dict[str, set[int]], dict[str, dict], list[RunSpec]]:
     """The shared prologue of both executors: the unique runs, the checkpoints each dense run saves,
     the results already finished in ``out``, and the runs still to execute (dependencies first)."""
-    store = RunStore(out)
+    store = RunStore(out, create=False)  # read only: a run writes the folder's marker once it passed its checks
     unique = {s.id: s for s in specs}
     need = needed_rewinds(list(unique.values()))
     results = {i: store.result(i) for i in unique if store.is_done(i)}
@@ -93,6 +93,8 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
     workers, packing = concurrency(workers, hardware, plugin_runs)  # checked before anything is written
     check_filter_pruning(specs)
     unique, need, results, pending = _pending(specs, out)
+    if pending:  # finished runs are read on any machine; training needs the device
+        check_device(hardware)
     if log is not None and pending:
         at_once = f"{packing} runs packed on {hardware.device}" if packing > 1 else describe_workers(requested, hardware.device)
         log(f"{len(pending)} runs to train, {min(len(pending), max(workers, packing))} at once: {at_once}")

@@ -6,6 +6,7 @@ its last checkpoint and a finished run (one with ``result.json``) is never recom
 from __future__ import annotations
 
 import json
+import warnings
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from ..platform import distributed, registry
 from ..core.batches import DataProtocolError, check_training_data
 from ..core.flops import forward_flops
 from ..platform.hardware import Hardware, prepare_model
-from ..core.masks import Mask, prunable_weight_names
+from ..core.masks import Mask, PrunableNameError, prunable_weight_names, unpruned_matrices
 from ..core.pruning import FilterPruning
 from ..core.metrics import evaluate, metric_of_network
 from ..core.recipe import Recipe
@@ -109,7 +110,10 @@ def _mask(store: RunStore, spec: RunSpec, build) -> Mask:
     probe = build()
     probe.load_state_dict(load_tensor_dict(parent / "final.pt", what=f"final weights of run {spec.parent}"))
     parent_mask = Mask.load(parent / "mask.pt") if (parent / "mask.pt").exists() else None
-    return spec.pruning.apply(probe, parent_mask)
+    try:
+        return spec.pruning.apply(probe, parent_mask)
+    except PrunableNameError as err:
+        raise PrunableNameError(f"network {spec.setup['network']!r}: {err}") from None
 
 
 def _final_state(store: RunStore, run_id: str, step: int) -> TrainState:
@@ -166,7 +170,24 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
     the user's own gives a valid value on the untrained network. Each error names its source."""
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # a look at the network draws nothing of the run's
         model = prepare_model(build(), hardware)
-    if not prunable_weight_names(model):
+    try:
+        prunable = prunable_weight_names(model)
+    except PrunableNameError as err:
+        raise PrunableNameError(f"network {setup['network']!r}: {err}") from None
+    left_out = unpruned_matrices(model) if getattr(model, "prunable", None) is None else []
+    if prunable and left_out:
+        warnings.warn(f"network {setup['network']!r}: {len(left_out)} parameter(s) with two or more dimensions are "
+                      f"not Conv or Linear weights and will not be pruned: {', '.join(left_out[:6])}"
+                      f"{', …' if len(left_out) > 6 else ''}. Global magnitude pruning (§3.1) prunes Conv and Linear "
+                      f"weights by default; to prune these too, register_network(..., prunable=lambda model: "
+                      f"[parameter names])", UserWarning, stacklevel=2)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    empty = [n for n in prunable if 0 in shapes[n]]
+    if empty:
+        raise ValueError(f"network {setup['network']!r} with model_options {setup['model_options']}: its prunable "
+                         f"tensor {empty[0]!r} has shape {shapes[empty[0]]}, no weights to prune or train (a layer "
+                         f"of width 0?)")
+    if not prunable:
         raise ValueError(f"network {setup['network']!r} has no prunable tensor: global magnitude pruning (§3.1) prunes "
                          f"the weights of Conv and Linear layers, and this network has none. Declare what may be "
                          f"pruned with register_network(..., prunable=lambda model: [parameter names])")
@@ -192,7 +213,7 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
     """Run ``spec`` to completion in ``root`` (resuming if it was interrupted); return its result.
     ``rewinds``: for a dense run, the (technique, t) of the retraining runs that will rewind to it;
     it saves the checkpoints T − t they need (computed here, from the run's own schedule)."""
-    store = RunStore(root)
+    store = RunStore(root, create=False)  # the folder's marker is written once the run passed its checks
     run_id = spec.id
     folder = store.dir(run_id)
     if store.is_done(run_id):
@@ -206,17 +227,19 @@ def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), lo
     plan = spec.plan(schedule, recipe.fine_tune_lr)  # the dense run is a plan too: 0 → T from initialisation
     if spec.is_dense:
         check_run_setup(spec.setup, ds, build, hardware)
+    mask = _mask(store, spec, build) if spec.pruning is not None else None  # a pruning it cannot do: refused here
+    store = RunStore(root)
     folder.mkdir(parents=True, exist_ok=True)
     if distributed.is_distributed():  # every rank trains this run together: no lock between them
-        return _train(spec, store, folder, ds, build, recipe, schedule, plan, hardware, rewinds, log)
+        return _train(spec, store, folder, ds, build, recipe, schedule, plan, mask, hardware, rewinds, log)
     with exclusive(folder / ".training.lock"):  # one process trains a run; another asking for it waits
         if store.is_done(run_id):  # trained by another process (a second notebook, say) while this one waited
             return store.result(run_id)
-        return _train(spec, store, folder, ds, build, recipe, schedule, plan, hardware, rewinds, log)
+        return _train(spec, store, folder, ds, build, recipe, schedule, plan, mask, hardware, rewinds, log)
 
 
 def _train(spec: RunSpec, store: RunStore, folder: Path, ds, build, recipe: Recipe, schedule, plan,
-           hardware: Hardware, rewinds, log) -> dict:
+           mask: Mask | None, hardware: Hardware, rewinds, log) -> dict:
     """:func:`execute` once the run's checks passed and this process holds the run: resume or start,
     train, write the result."""
     run_id = spec.id
@@ -228,9 +251,7 @@ def _train(spec: RunSpec, store: RunStore, folder: Path, ds, build, recipe: Reci
     else:
         atomic_write_json(config, folder / "config.json")
 
-    mask = None
-    if spec.pruning is not None:
-        mask = _mask(store, spec, build)
+    if mask is not None:
         mask.save(folder / "mask.pt")
 
     checkpoint_path = folder / "checkpoint.pt"

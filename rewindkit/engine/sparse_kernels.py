@@ -46,8 +46,8 @@ class _SparseLinear(nn.Module):
         self.weight = _csr(linear.weight.detach())
         self.bias = None if linear.bias is None else linear.bias.detach()
 
-    def forward(self, x):
-        out = torch.sparse.mm(self.weight, x.t()).t()
+    def forward(self, x):  # x: (…, in_features), as nn.Linear takes it
+        out = torch.sparse.mm(self.weight, x.reshape(-1, x.shape[-1]).t()).t().reshape(*x.shape[:-1], -1)
         return out if self.bias is None else out + self.bias
 
 
@@ -55,6 +55,8 @@ def sparse_kernels(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (already masked) whose convolutions and linear layers run on CSR weights."""
     out = copy.deepcopy(model).eval()
     for parent in list(out.modules()):
+        if isinstance(parent, nn.MultiheadAttention):  # reads its projections' dense tensors: left dense
+            continue
         for name, child in list(parent.named_children()):
             if (isinstance(child, nn.Conv2d) and child.groups == 1 and child.dilation == (1, 1)
                     and child.padding_mode == "zeros" and not isinstance(child.padding, str)):  # else: left dense

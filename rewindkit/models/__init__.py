@@ -48,6 +48,7 @@ def build(name: str, data, **options) -> nn.Module:
     :func:`rewindkit.core.masks.prunable_weight_names` reads) and ``model.metric`` (what
     :func:`rewindkit.core.metrics.evaluate` reports)."""
     plugin = registry.lookup("network", name)
+    registry.check_options(f"network {name!r} (model_options)", plugin.call, options, positional=1)
     try:
         model = plugin.call(data, **options)
     except TypeError as exc:

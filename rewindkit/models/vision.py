@@ -202,7 +202,8 @@ def vision_network(name: str, **options) -> nn.Module:
         hint = (f" ({name!r} is a network built for its data: models.build({name!r}, data, **options))"
                 if registry.get("network", name) is not None else "")
         raise ValueError(f"unknown vision network {name!r}; valid: {', '.join(MODELS)}{hint}")
+    registry.check_options(f"network {name!r} (model_options)", MODELS[name], options)
     try:
         return MODELS[name](**options)
-    except TypeError as exc:
-        raise TypeError(f"bad option for model {name!r}: {exc}") from exc
+    except TypeError as exc:  # an option the builder passes on (**options) and its class does not take
+        raise ValueError(f"bad model_options for network {name!r}: {exc}") from exc

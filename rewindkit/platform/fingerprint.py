@@ -45,8 +45,11 @@ def _is_users(obj) -> bool:
 
 
 def _code_text(obj) -> str:
+    """The source of a class, or of a function's own code: a decorator's wrapper is its own text, not
+    the text of the function it wraps (``inspect.getsource`` follows ``__wrapped__``; its code object
+    does not)."""
     try:
-        return inspect.getsource(obj)
+        return inspect.getsource(obj if inspect.isclass(obj) else obj.__code__)
     except (OSError, TypeError):  # defined in an exec'd string, a REPL: its bytecode and constants
         code = getattr(obj, "__code__", None)
         if code is not None:
@@ -111,6 +114,8 @@ class _Fingerprint:
         qual = getattr(obj, "__qualname__", repr(obj))
         self.value(obj.__defaults__ or (), f"the default arguments of {qual}")
         self.value(obj.__kwdefaults__ or {}, f"the default arguments of {qual}")
+        if getattr(obj, "__wrapped__", None) is not None:  # functools.wraps: the wrapped function too
+            self.value(obj.__wrapped__, f"the function {qual} wraps", 1)
         code = obj.__code__
         for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
             try:

@@ -59,6 +59,26 @@ class Hardware:
         return str(self.device).startswith("cuda")
 
 
+def check_device(hardware: Hardware) -> None:
+    """Refuse, before anything trains or is written, a device this torch cannot train on, naming it
+    and what can: ``cuda`` on a CPU build or a machine without a visible GPU, a GPU index past the
+    last one, a device name torch does not know."""
+    try:
+        device = torch.device(hardware.device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"hardware.device={hardware.device!r} is not a device torch knows; choose 'cpu', 'cuda', "
+                         f"'cuda:N' or 'auto'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            why = "this torch is a CPU build" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"hardware.device={hardware.device!r}, but {why}; choose 'cpu' or 'auto' (the GPU where "
+                             f"there is one)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"hardware.device={hardware.device!r}, but this machine has {count} GPU(s): "
+                             f"{', '.join(f'cuda:{i}' for i in range(count))}")
+
+
 def prepare_model(model: nn.Module, hardware: Hardware) -> nn.Module:
     """Move to the device, apply the memory format, and (under torchrun) synchronise BatchNorm."""
     model = model.to(hardware.device)

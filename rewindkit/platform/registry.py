@@ -95,3 +95,23 @@ def identity(network: str, dataset: str, schedule: str) -> dict[str, str]:
             if metric is not None and not metric.builtin:
                 used[f"metric:{metric.name}"] = metric.identity()
     return used
+
+
+def check_options(what: str, call: Callable, options: dict, positional: int = 0) -> None:
+    """Refuse keyword ``options`` that ``call`` does not take (its first ``positional`` parameters are
+    given by the kit), naming the ones it does: a typo in ``model_options`` or ``dataset_options`` is
+    a :class:`ValueError` before anything is built, not a ``TypeError`` from inside the builder."""
+    import difflib
+    import inspect
+    try:
+        params = list(inspect.signature(call).parameters.values())[positional:]
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: it decides
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in options if k not in takes]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], takes, n=1)
+        raise ValueError(f"{what} takes no option {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                         + f"; its options are: {', '.join(takes) or 'none'}")

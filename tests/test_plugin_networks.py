@@ -1,0 +1,402 @@
+"""A user's own networks that the kit's do not resemble — dropout, tied weights, decorated builders,
+attention, three-dimensional activations — through the plug-in API, as a new user's session met
+them: each defect that session found has a test here that fails on the code before it."""
+import functools
+import threading
+
+import pytest
+import torch
+from helpers import assert_close_across_kernels, kernel_path_tolerance, train_in_segments
+from torch import nn
+
+from rewindkit import data, experiments, plugins
+from rewindkit.core.masks import Mask, prunable_weight_names
+from rewindkit.core.seeds import ForwardRandomness
+from rewindkit.profiles import get_profile
+from rewindkit.recipe import Recipe
+from rewindkit.training import make_optimizer, snapshot, train_steps
+
+RECIPE = Recipe(epochs=3, batch_size=32, lr=0.05, milestones=(2,))
+
+
+def small_data(n=96):
+    return data.make_synthetic(n_train=n, n_test=40, shape=(1, 12), num_classes=3, seed=4)
+
+
+class DropoutMLP(nn.Module):
+    """A researcher's MLP with dropout: it draws from torch's global generator as it trains."""
+
+    def __init__(self, features=12, classes=3, hidden=16, p=0.3):
+        super().__init__()
+        self.fc1, self.drop, self.fc2 = nn.Linear(features, hidden), nn.Dropout(p), nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.fc1(x.flatten(1)))))
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- 1. dropout draws the same numbers for the same run ---------------------------------------------
+
+def test_a_dropout_network_trains_to_the_same_weights_whatever_the_global_generator_held():
+    ds = small_data()
+    torch.manual_seed(0)
+    initial = DropoutMLP()
+    stop = RECIPE.schedule(ds.n_train).total_steps
+    torch.manual_seed(1)
+    a = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
+    torch.manual_seed(2)  # another state of the global generator, as another run or a notebook cell leaves it
+    b = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
+    assert states_equal(a.model, b.model)
+    c = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)], seed=4)  # another data seed
+    assert not states_equal(a.model, c.model)
+    # dropout did draw: without it the run ends elsewhere
+    no_dropout = DropoutMLP(p=0.0)
+    no_dropout.load_state_dict(initial.state_dict())
+    d = train_in_segments(lambda: DropoutMLP(p=0.0), ds, RECIPE, no_dropout, None, [(0, stop)])
+    assert not states_equal(a.model, d.model)
+
+
+def test_a_resumed_dropout_run_equals_the_uninterrupted_one():
+    ds = small_data()
+    torch.manual_seed(0)
+    initial = DropoutMLP()
+    stop = RECIPE.schedule(ds.n_train).total_steps
+    whole = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
+    pieces = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, 2), (2, 5), (5, stop)])
+    assert states_equal(whole.model, pieces.model)
+
+
+def test_training_leaves_the_global_generator_as_it_found_it():
+    ds = small_data()
+    for model in (DropoutMLP(), DropoutMLP(p=0.0)):
+        torch.manual_seed(5)
+        before = torch.get_rng_state()
+        train_steps(model, make_optimizer(model, RECIPE), ds, RECIPE.schedule(ds.n_train), 0, 4, seed=3,
+                    batch_size=32, progress=False, evaluate_every_epoch=False, evaluate_at_end=False)
+        assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_network_that_draws_nothing_is_seeded_only_at_its_first_step(monkeypatch):
+    seeded = []
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: seeded.append(s) or real(s))
+    for model, expected in ((DropoutMLP(p=0.0), 1), (DropoutMLP(), 4)):
+        seeded.clear()
+        randomness = ForwardRandomness(seed=3)
+        x = torch.randn(2, 12)
+        for step in range(4):
+            with randomness.step(step):
+                model(x)
+        assert len(seeded) == expected and randomness.draws is (expected == 4)
+
+
+def test_dropout_runs_packed_as_threads_draw_what_they_draw_alone():
+    ds = small_data()
+    torch.manual_seed(0)
+    initial = DropoutMLP()
+    stop = RECIPE.schedule(ds.n_train).total_steps
+    alone = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
+    results = [None] * 3
+    def run(i):
+        results[i] = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(states_equal(alone.model, r.model) for r in results)
+
+
+@pytest.fixture
+def dropout_plugin():
+    plugins.register_network("dropout_mlp", lambda data, hidden=16: DropoutMLP(12, data.num_classes, hidden))
+    plugins.register_dataset("small_data", small_data)
+    yield get_profile("smoke", network="dropout_mlp", dataset="small_data", recipe=RECIPE, densities=(0.5,),
+                      retrain_times=(1,), techniques=("lr_rewinding",))
+    plugins.unregister("network", "dropout_mlp")
+    plugins.unregister("dataset", "small_data")
+
+
+def test_the_same_dropout_grid_in_two_folders_gives_the_same_weights_and_tables(dropout_plugin, tmp_path):
+    torch.manual_seed(1)
+    a = experiments.run_grid(dropout_plugin, "one_shot", tmp_path / "a", progress=False)
+    torch.manual_seed(2)
+    b = experiments.run_grid(dropout_plugin, "one_shot", tmp_path / "b", progress=False)
+    assert a.results["test_acc"].tolist() == b.results["test_acc"].tolist()
+    runs_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("final.pt"))
+    assert runs_a and runs_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("final.pt"))
+    for rel in runs_a:
+        assert states_equal(torch.load(tmp_path / "a" / rel), torch.load(tmp_path / "b" / rel))
+
+
+# -- 2. a decorated builder is fingerprinted by its wrapper and by what it wraps --------------------
+
+DECORATED = '''
+import functools
+from torch import nn
+
+def scaled(fn):
+    @functools.wraps(fn)
+    def wrapper(data, **options):
+        model = fn(data, **options)
+        {WRAPPER}
+        return model
+    return wrapper
+
+@scaled
+def build(data, hidden=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, {HIDDEN}), nn.ReLU(), nn.Linear({HIDDEN}, data.num_classes))
+'''
+
+
+def load_source(tmp_path, name, text):
+    import importlib.util
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("from_file", [True, False])
+def test_an_edit_inside_a_decorators_wrapper_changes_the_fingerprint(tmp_path, from_file):
+    def build(i, wrapper="pass", hidden="hidden"):
+        text = DECORATED.replace("{WRAPPER}", wrapper).replace("{HIDDEN}", hidden)
+        if from_file:
+            return load_source(tmp_path, f"user_plugins_{i}", text).build
+        ns = {"__name__": "my_notebook"}
+        exec(text, ns)  # a notebook cell: no source file, its bytecode and constants
+        return ns["build"]
+    same = plugins.fingerprint(build(0)), plugins.fingerprint(build(1))
+    assert same[0] == same[1]
+    edited_wrapper = plugins.fingerprint(build(2, wrapper="model[1].bias.data.mul_(2)"))
+    edited_function = plugins.fingerprint(build(3, hidden="2 * hidden"))
+    assert len({same[0], edited_wrapper, edited_function}) == 3
+
+
+# -- 3. tied weights and the prunable set, checked before anything trains ---------------------------
+
+class TiedMLP(nn.Module):
+    """Two layers sharing one weight (``self.b.weight = self.a.weight``), and a bare matrix."""
+
+    def __init__(self, classes=3, bare=False):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(12, classes)
+        self.b.weight = self.a.weight
+        self.mix = nn.Parameter(torch.eye(12)) if bare else None
+
+    def forward(self, x):
+        x = x.flatten(1)
+        if self.mix is not None:
+            x = x @ self.mix
+        return self.out(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_a_shared_weight_is_one_prunable_tensor_named_as_named_parameters_names_it():
+    model = TiedMLP()
+    assert prunable_weight_names(model) == ["a.weight", "out.weight"]
+    assert Mask.ones(model).num_total() == 12 * 12 + 3 * 12
+    model.prunable = ("b.weight", "a.weight", "out.weight")  # a custom rule naming the shared tensor twice
+    assert prunable_weight_names(model) == ["a.weight", "out.weight"]
+
+
+@pytest.fixture
+def tied_plugin():
+    plugins.register_dataset("small_data", small_data)
+    yield lambda **kw: get_profile("smoke", **{"dataset": "small_data", "recipe": RECIPE, "densities": (0.25,),
+                                               "retrain_times": (1,), "techniques": ("lr_rewinding",), **kw})
+    for name in ("tied_mlp", "misnamed_mlp"):
+        plugins.unregister("network", name)
+    plugins.unregister("dataset", "small_data")
+
+
+def test_a_network_with_tied_weights_is_pruned_and_retrained_with_both_names_masked(tied_plugin, tmp_path):
+    plugins.register_network("tied_mlp", lambda data: TiedMLP(data.num_classes))
+    result = experiments.run_grid(tied_plugin(network="tied_mlp"), "one_shot", tmp_path, progress=False)
+    assert len(result.results) == 1
+    (mask_file,) = tmp_path.rglob("mask.pt")
+    mask = Mask.load(mask_file)
+    assert list(mask) == ["a.weight", "out.weight"] and mask.density() == pytest.approx(0.25, abs=1 / 180)
+    final = torch.load(mask_file.parent / "final.pt")
+    assert torch.equal(final["a.weight"], final["b.weight"])  # still one tensor, loaded back as one
+    assert bool((final["a.weight"][~mask["a.weight"]] == 0).all())
+
+
+def test_a_misspelled_prunable_name_is_refused_before_anything_is_written(tied_plugin, tmp_path):
+    plugins.register_network("misnamed_mlp", lambda data: TiedMLP(data.num_classes),
+                             prunable=lambda model: ["a.weight", "out.weigth"])
+    with pytest.raises(ValueError, match=r"network 'misnamed_mlp': prunable names 'out.weigth', which is not a "
+                                         r"parameter of the network \(did you mean 'out.weight'"):
+        experiments.run_grid(tied_plugin(network="misnamed_mlp"), "one_shot", tmp_path, progress=False)
+    assert not list(tmp_path.rglob("final.pt")) and not list(tmp_path.rglob("config.json"))
+
+
+def test_matrices_left_out_of_the_default_prunable_set_are_named_in_a_warning(tied_plugin, tmp_path):
+    plugins.register_network("tied_mlp", lambda data: TiedMLP(data.num_classes, bare=True))
+    with pytest.warns(UserWarning, match=r"'tied_mlp': 1 parameter\(s\) .* will not be pruned: mix\. "):
+        experiments.run_grid(tied_plugin(network="tied_mlp", densities=(0.5,)), "one_shot", tmp_path, progress=False)
+
+
+def test_a_shared_weight_is_stepped_once_per_step():
+    model = TiedMLP()
+    optimizer = make_optimizer(model, Recipe(lr=0.1, momentum=0.0, weight_decay=0.0))
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    before = model.a.weight.detach().clone()
+    model(torch.randn(4, 12)).sum().backward()
+    grad = model.a.weight.grad.clone()
+    optimizer.step()
+    # one step moves it by lr·grad (to rounding of the |w| ≤ 1 entries: 2⁻²⁴ each); two would move it by 2·lr·grad
+    torch.testing.assert_close(model.a.weight.detach(), before - 0.1 * grad, rtol=0, atol=4 * 2.0**-24)
+
+
+def test_masking_a_state_dict_masks_every_name_of_a_shared_weight():
+    model = TiedMLP()
+    keep = torch.rand(12, 12) < 0.5
+    masked = Mask({"a.weight": keep, "out.weight": torch.ones(3, 12, dtype=torch.bool)}).apply_to_state_dict(model.state_dict())
+    model.load_state_dict(masked)  # loads a.weight, then b.weight into the same tensor
+    assert bool((model.a.weight[~keep] == 0).all()) and torch.equal(masked["a.weight"], masked["b.weight"])
+
+
+# -- 4. FLOPs of layers the kit's networks do not have ----------------------------------------------
+
+class SequenceNet(nn.Module):
+    """A Linear on (L, D) activations, a layer called twice, and self-attention."""
+
+    def __init__(self, length=6, width=8, classes=3, attention=True):
+        super().__init__()
+        self.length, self.width = length, width
+        self.embed, self.shared = nn.Linear(2, width), nn.Linear(width, width)
+        self.attn = nn.MultiheadAttention(width, 2, batch_first=True) if attention else None
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        h = self.embed(x.reshape(x.shape[0], self.length, 2))  # (B, L, D)
+        h = self.shared(torch.relu(self.shared(h)))  # one layer used twice
+        if self.attn is not None:
+            h = self.attn(h, h, h, need_weights=False)[0]
+        return self.head(h.mean(1))
+
+
+def test_flops_count_every_use_of_a_weight_at_every_position():
+    from rewindkit.core.flops import forward_flops, forward_macs
+    net, L, D = SequenceNet(attention=False), 6, 8
+    macs = L * 2 * D + 2 * L * D * D + D * 3  # embed at L positions, shared twice at L, head once
+    assert forward_macs(net, (12,)) == macs
+    relus = L * D
+    assert forward_flops(net, (12,)) == 2 * macs + (L * D + 2 * L * D + 3) + 2 * relus  # + biases per position
+    keep = torch.zeros(D, D, dtype=torch.bool)
+    keep[:, :3] = True  # 24 of the shared layer's 64 weights
+    mask = Mask({n: keep if n == "shared.weight" else torch.ones_like(p, dtype=torch.bool)
+                 for n, p in net.named_parameters() if p.dim() == 2})
+    assert forward_macs(net, (12,), mask) == macs - 2 * L * (D * D - 24)
+
+
+def test_attention_counts_its_projections_by_their_kept_weights_and_its_scores():
+    from rewindkit.core.flops import forward_flops, forward_macs
+    L, D = 6, 8
+    with_attention, without = SequenceNet(), SequenceNet(attention=False)
+    attention_macs = 3 * L * D * D + L * D * D + 2 * L * L * D  # q, k, v and out projections; scores; values
+    assert forward_macs(with_attention, (12,)) - forward_macs(without, (12,)) == attention_macs
+    biases = 4 * L * D
+    assert forward_flops(with_attention, (12,)) - forward_flops(without, (12,)) == 2 * attention_macs + biases
+    keep = torch.ones(3 * D, D, dtype=torch.bool)
+    keep[:D] = False  # the query projection pruned away
+    mask = Mask({"attn.in_proj_weight": keep})
+    assert forward_macs(with_attention, (12,), mask) == forward_macs(with_attention, (12,)) - L * D * D
+
+
+def test_sparse_kernels_take_sequences_and_leave_attention_dense():
+    from rewindkit.engine.sparse_kernels import _SparseLinear, sparse_kernels
+    net = SequenceNet().eval()
+    sparse = sparse_kernels(net)
+    assert isinstance(sparse.shared, _SparseLinear) and not isinstance(sparse.attn.out_proj, _SparseLinear)
+    x = torch.randn(4, 12)
+    with torch.no_grad():
+        want, got = net(x), sparse(x)
+    # four layers in sequence, each a sum over at most 8 features (attention: dense on both paths)
+    assert_close_across_kernels({"out": got}, {"out": want}, kernel_path_tolerance(4, 8), "sparse vs dense")
+
+
+# -- 5. what a new user types wrong gets one line naming it, and leaves nothing behind ---------------
+
+USER_PLUGINS = '''
+from torch import nn
+from rewindkit import data, plugins
+
+def mlp(data, hidden=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(data.input_shape[-1], hidden), nn.ReLU(),
+                         nn.Linear(hidden, data.num_classes))
+
+plugins.register_network({NAME!r}, mlp)
+'''
+TINY_DATA = '''
+plugins.register_dataset("tiny_data", lambda: data.make_synthetic(n_train=64, n_test=32, shape=(1, 12),
+                                                                   num_classes=3, seed=0))
+'''
+
+
+@pytest.fixture
+def cli_user(tmp_path, monkeypatch):
+    """A new user's folder with two plug-in files, each registering a network (the first, a dataset too)."""
+    import sys
+    from rewindkit import cli
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REWINDKIT_OUT", raising=False)
+    (tmp_path / "first_plugins.py").write_text(USER_PLUGINS.replace("{NAME!r}", "'user_mlp'") + TINY_DATA)
+    (tmp_path / "second_plugins.py").write_text(USER_PLUGINS.replace("{NAME!r}", "'other_mlp'"))
+    base = ["grid", "smoke", "--kind", "one_shot", "--quiet", "--no-progress", "--workers", "1",
+            "--plugin", "first_plugins.py", "--set", "network=user_mlp", "--set", "dataset=tiny_data",
+            "--set", "densities=(0.5,)", "--set", "retrain_times=(1,)", "--set", "techniques=('lr_rewinding',)",
+            "--set", "recipe.epochs=2", "--set", "recipe.milestones=(1,)", "--set", "recipe.batch_size=32"]
+    yield cli, base
+    for kind, name in (("network", "user_mlp"), ("network", "other_mlp"), ("dataset", "tiny_data")):
+        plugins.unregister(kind, name)
+    for module in ("first_plugins", "second_plugins"):
+        sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "model_options={'hiden': 8}"],
+     "network 'user_mlp' (model_options) takes no option 'hiden' (did you mean 'hidden'?); its options are: hidden"),
+    (["--set", "model_options={'hidden': 0}"],
+     "network 'user_mlp' with model_options {'hidden': 0}: its prunable tensor '1.weight' has shape (0, 12)"),
+    (["--set", "hardware.device=cuda"], "hardware.device='cuda', but "),
+    (["--set", "recipe.lr_schedule='gnmt'", "--set", "recipe.optimizer='adam'"],
+     "lr_schedule='gnmt' with recipe.schedule_options={} (2 epochs of 2 iterations): warmup_steps must be in 0..3"),
+])
+def test_a_bad_value_is_one_line_before_anything_is_written(cli_user, tmp_path, capsys, extra, message):
+    if "cuda" in extra[-1] and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here: cuda is a valid device")
+    cli, base = cli_user
+    out = tmp_path / "out"
+    assert cli.main(base + extra + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rewindkit: error: ") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_a_name_two_plugin_files_register_is_refused_naming_both(cli_user, tmp_path, capsys):
+    cli, base = cli_user
+    (tmp_path / "second_plugins.py").write_text(USER_PLUGINS.replace("{NAME!r}", "'user_mlp'"))
+    assert cli.main(base + ["--plugin", "second_plugins.py", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert ("--plugin second_plugins.py registers network 'user_mlp', which --plugin first_plugins.py registered "
+            "already") in err
+
+
+def test_two_plugin_files_with_their_own_names_both_load(cli_user, tmp_path, capsys):
+    cli, base = cli_user
+    assert cli.main(base + ["--plugin", "second_plugins.py", "--plan"]) == 0
+    assert plugins.get("network", "other_mlp") is not None
+
+
+def test_the_grid_command_writes_under_rewindkit_out_when_it_is_set(cli_user, tmp_path, monkeypatch, capsys):
+    cli, base = cli_user
+    monkeypatch.setenv("REWINDKIT_OUT", str(tmp_path / "elsewhere"))
+    assert cli.main(base) == 0
+    assert (tmp_path / "elsewhere" / "runs" / "smoke" / "results.csv").exists()
+    assert not (tmp_path / "runs").exists()
