@@ -111,10 +111,16 @@ def register_schedule(name: str, lr_at: Callable, *, version: str | None = None)
 
 
 
+class PluginImportError(ValueError):
+    """A plug-in module raised as it was imported (its own error is the cause)."""
+
+
 def load_module(name: str):
     """Import the module that registers your plug-ins, for the command line (``rewindkit grid …
     --plugin NAME``): a path to a ``.py`` file, or a module name importable from the current folder.
-    Its registrations run as it is imported; the module is returned."""
+    Its registrations run as it is imported (a file's folder joins ``sys.path``, so the modules beside
+    it import, as under ``python FILE``); an error it raises is a :class:`PluginImportError` naming
+    it, caused by the error. The module is returned."""
     import importlib
     import importlib.util
     import os
@@ -136,8 +142,15 @@ def load_module(name: str):
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
+        if str(path.parent) not in sys.path:  # as `python FILE` would: the modules beside it import
+            sys.path.insert(0, str(path.parent))
         try:
             spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[path.stem]
+            if _raised_by_the_kit(err):  # a registration the kit refused: its message names the plug-in
+                raise
+            raise PluginImportError(f"plug-in file {name!r} failed as it was imported: {type(err).__name__}: {err}") from err
         except BaseException:
             del sys.modules[path.stem]
             raise
@@ -147,7 +160,21 @@ def load_module(name: str):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as err:
-        if err.name != name.split(".")[0] and err.name != name:
-            raise  # the module was found; something it imports is missing
+        if err.name != name.split(".")[0] and err.name != name:  # the module was found; something it imports is not
+            raise PluginImportError(f"plug-in module {name!r} failed as it was imported: {err}") from err
         raise ValueError(f"cannot import plug-in module {name!r} from {os.getcwd()}: {err}; give a module name "
                          f"importable from the current folder or a path to a .py file") from None
+    except Exception as err:
+        if _raised_by_the_kit(err):
+            raise
+        raise PluginImportError(f"plug-in module {name!r} failed as it was imported: {type(err).__name__}: {err}") from err
+
+
+def _raised_by_the_kit(err: BaseException) -> bool:
+    """Whether ``err`` is one of the kit's refusals (raised in rewindkit's own code, a ValueError)."""
+    import os
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    here = os.path.dirname(os.path.abspath(__file__))
+    return isinstance(err, ValueError) and tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(here)

@@ -11,7 +11,7 @@ from torch import nn
 
 from rewindkit import data, experiments, plugins
 from rewindkit.core.masks import Mask, prunable_weight_names
-from rewindkit.core.seeds import ForwardRandomness
+from rewindkit.core.seeds import GLOBAL_RNG_LOCK, ForwardRandomness
 from rewindkit.profiles import get_profile
 from rewindkit.recipe import Recipe
 from rewindkit.training import make_optimizer, snapshot, train_steps
@@ -100,8 +100,13 @@ def test_dropout_runs_packed_as_threads_draw_what_they_draw_alone():
     stop = RECIPE.schedule(ds.n_train).total_steps
     alone = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
     results = [None] * 3
+
+    def build():  # as the engine builds (runner.model_builder): its initialisers draw, under the lock
+        with GLOBAL_RNG_LOCK:
+            return DropoutMLP()
+
     def run(i):
-        results[i] = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
+        results[i] = train_in_segments(build, ds, RECIPE, initial, None, [(0, stop)])
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
@@ -348,6 +353,7 @@ def cli_user(tmp_path, monkeypatch):
     monkeypatch.delenv("REWINDKIT_OUT", raising=False)
     (tmp_path / "first_plugins.py").write_text(USER_PLUGINS.replace("{NAME!r}", "'user_mlp'") + TINY_DATA)
     (tmp_path / "second_plugins.py").write_text(USER_PLUGINS.replace("{NAME!r}", "'other_mlp'"))
+    (tmp_path / "broken_plugins.py").write_text("{}['oops']\n")
     base = ["grid", "smoke", "--kind", "one_shot", "--quiet", "--no-progress", "--workers", "1",
             "--plugin", "first_plugins.py", "--set", "network=user_mlp", "--set", "dataset=tiny_data",
             "--set", "densities=(0.5,)", "--set", "retrain_times=(1,)", "--set", "techniques=('lr_rewinding',)",
@@ -355,7 +361,7 @@ def cli_user(tmp_path, monkeypatch):
     yield cli, base
     for kind, name in (("network", "user_mlp"), ("network", "other_mlp"), ("dataset", "tiny_data")):
         plugins.unregister(kind, name)
-    for module in ("first_plugins", "second_plugins"):
+    for module in ("first_plugins", "second_plugins", "broken_plugins", "beside_plugins", "helpers_beside"):
         sys.modules.pop(module, None)
 
 
@@ -364,7 +370,13 @@ def cli_user(tmp_path, monkeypatch):
      "network 'user_mlp' (model_options) takes no option 'hiden' (did you mean 'hidden'?); its options are: hidden"),
     (["--set", "model_options={'hidden': 0}"],
      "network 'user_mlp' with model_options {'hidden': 0}: its prunable tensor '1.weight' has shape (0, 12)"),
+    (["--set", "model_options={'hidden': 2.5}"],
+     "network 'user_mlp' could not be built with model_options {'hidden': 2.5}: TypeError: "),
+    (["--set", "model_options={'hidden': -1}"],
+     "network 'user_mlp' could not be built with model_options {'hidden': -1}: RuntimeError: "),
     (["--set", "hardware.device=cuda"], "hardware.device='cuda', but "),
+    (["--set", "hardware.device=mps"], "hardware.device='mps': the kit trains on 'cpu', 'cuda', 'cuda:N' or 'auto'"),
+    (["--plugin", "broken_plugins.py"], "plug-in file 'broken_plugins.py' failed as it was imported: KeyError: 'oops'"),
     (["--set", "recipe.lr_schedule='gnmt'", "--set", "recipe.optimizer='adam'"],
      "lr_schedule='gnmt' with recipe.schedule_options={} (2 epochs of 2 iterations): warmup_steps must be in 0..3"),
 ])
@@ -400,3 +412,133 @@ def test_the_grid_command_writes_under_rewindkit_out_when_it_is_set(cli_user, tm
     assert cli.main(base) == 0
     assert (tmp_path / "elsewhere" / "runs" / "smoke" / "results.csv").exists()
     assert not (tmp_path / "runs").exists()
+
+
+# -- 6. draws in evaluation, from numpy, or only later in a run --------------------------------------
+
+class EvalDropout(nn.Module):
+    """Functional dropout with its default training=True: it draws in eval mode too (MC dropout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.dropout(torch.relu(self.fc1(x.flatten(1))), 0.5))
+
+
+def test_an_evaluation_that_draws_gives_the_same_score_whatever_the_generator_held():
+    from rewindkit.core.metrics import evaluate
+    from rewindkit.platform.hardware import Hardware
+    ds, model = small_data(), EvalDropout()
+    scores = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        scores.append((evaluate(model, ds, "val", Hardware()), evaluate(model, ds, "test", Hardware())))
+    assert scores[0] == scores[1] == scores[2]
+
+
+class NumpyNoise(nn.Module):
+    """Noise drawn from numpy's global generator in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        import numpy as np
+        h = torch.relu(self.fc1(x.flatten(1)))
+        if self.training:
+            h = h * torch.from_numpy(np.random.rand(*h.shape) > 0.3).to(h.dtype)
+        return self.fc2(h)
+
+
+def test_numpy_draws_in_forward_are_seeded_per_step_too():
+    import numpy as np
+    ds = small_data()
+    torch.manual_seed(0)
+    initial = NumpyNoise()
+    stop = RECIPE.schedule(ds.n_train).total_steps
+    np.random.seed(1)
+    a = train_in_segments(NumpyNoise, ds, RECIPE, initial, None, [(0, stop)])
+    np.random.seed(2)
+    b = train_in_segments(NumpyNoise, ds, RECIPE, initial, None, [(0, 4), (4, stop)])
+    assert states_equal(a.model, b.model)
+
+
+class LateDropout(DropoutMLP):
+    """Dropout switched on after its first three steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        self.drop.p = 0.3 if self.calls > 3 else 0.0
+        return super().forward(x)
+
+
+def test_a_network_that_starts_drawing_later_is_warned_of_and_seeded_from_then_on():
+    ds = small_data()
+    model = LateDropout()
+    with pytest.warns(RuntimeWarning, match="drew random numbers .* after a first step that drew none"):
+        train_steps(model, make_optimizer(model, RECIPE), ds, RECIPE.schedule(ds.n_train), 0, 6, seed=3,
+                    batch_size=32, progress=False, evaluate_every_epoch=False, evaluate_at_end=False)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, kind=nn.LSTM, layers=2, bidirectional=True):
+        super().__init__()
+        self.rnn = kind(2, 8, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+        self.head = nn.Linear(8 * (2 if bidirectional else 1), 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x.reshape(x.shape[0], 6, 2))[0][:, -1])
+
+
+@pytest.mark.parametrize("kind, gates", [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)])
+def test_recurrent_layers_cost_their_matrices_once_per_time_step(kind, gates):
+    from rewindkit.core.flops import forward_flops, forward_macs
+    net, steps, hidden = Recurrent(kind), 6, 8
+    per_step = gates * hidden * (2 + hidden) * 2 + gates * hidden * (2 * hidden + hidden) * 2  # layer 1, layer 2 (×2 directions)
+    assert forward_macs(net, (12,)) == steps * per_step + 16 * 3
+    biases = steps * 2 * 2 * 2 * gates * hidden  # two biases, two directions, two layers, every step
+    assert forward_flops(net, (12,)) == 2 * forward_macs(net, (12,)) + biases + 3
+    keep = torch.zeros(gates * hidden, hidden, dtype=torch.bool)
+    keep[:, :2] = True
+    pruned = forward_macs(net, (12,), Mask({"rnn.weight_hh_l0": keep}))
+    assert pruned == forward_macs(net, (12,)) - steps * gates * hidden * (hidden - 2)
+
+
+def test_a_parametrized_weight_is_pruned_and_counted_by_its_original():
+    from torch.nn.utils.parametrizations import weight_norm
+    from rewindkit.core.flops import forward_macs
+    net = nn.Sequential(nn.Flatten(), weight_norm(nn.Linear(12, 8)), nn.ReLU(), nn.Linear(8, 3))
+    names = prunable_weight_names(net)
+    assert names == ["1.parametrizations.weight.original1", "3.weight"]
+    keep = torch.zeros(8, 12, dtype=torch.bool)
+    keep[:, :3] = True
+    assert forward_macs(net, (12,), Mask({names[0]: keep})) == 8 * 3 + 8 * 3
+
+
+def test_a_plugin_file_imports_the_modules_beside_it(cli_user, tmp_path, capsys, monkeypatch):
+    import sys
+    cli, base = cli_user
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "helpers_beside.py").write_text("HIDDEN = 8\n")
+    (folder / "beside_plugins.py").write_text("import helpers_beside\n" + USER_PLUGINS.replace("{NAME!r}", "'other_mlp'"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert cli.main(base + ["--plugin", str(folder / "beside_plugins.py"), "--plan"]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rule, message", [
+    (lambda m: [m[1].weight], r"prunable must give a list of parameter names \(strings, e.g. 'fc.weight'\); got \[Parameter\]"),
+    (lambda m: [], r"its prunable rule gave no parameter names, so there is nothing to prune; its parameters are 1.weight"),
+])
+def test_a_prunable_rule_giving_no_names_is_named(tied_plugin, tmp_path, rule, message):
+    plugins.register_network("misnamed_mlp", lambda data: nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), prunable=rule)
+    with pytest.raises(ValueError, match=message):
+        experiments.run_grid(tied_plugin(network="misnamed_mlp"), "one_shot", tmp_path, progress=False)
+    assert not list(tmp_path.rglob("config.json"))

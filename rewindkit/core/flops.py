@@ -17,8 +17,11 @@ Two counts of one forward pass for one example:
 
 Each use of a weight counts: a layer called twice costs twice, a Linear layer on a sequence costs
 once per position, and ``nn.MultiheadAttention`` costs its projections (as Linear layers) and its
-scores and weighted values. Other operations on a parameter of a user's own (a bare ``nn.Parameter``
-in a matmul) are not seen and count 0.
+scores and weighted values; ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` cost their input and hidden
+matrices once per time step (their gates' elementwise work counts 0, as pooling does). A weight
+computed by a parametrization (``weight_norm``) is counted by the kept entries of its original. Other
+operations on a parameter of a user's own (a bare ``nn.Parameter`` in a matmul) are not seen and
+count 0.
 
 Both are counts of work, not timings: unstructured sparsity gives no wall-clock speed-up with dense
 kernels.
@@ -32,7 +35,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .masks import Mask
+from .masks import Mask, layer_weight
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _RELUS = {torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu_}
@@ -75,9 +78,11 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
     names = {id(p): n for n, p in model.named_parameters()}  # a shared weight by its one name
     uses: list[_WeightUse] = []
 
-    def use(weight, positions, linear, bias=0, rows=None):
+    def use(module, attr, positions, linear, bias=0, rows=None):
+        weight = getattr(module, attr)
         size = (weight if rows is None else weight[rows]).numel()
-        uses.append(_WeightUse(names.get(id(weight), ""), size, positions, linear, bias, rows))
+        holder = layer_weight(module, attr)  # the weight, or the parameter a parametrization computes it from
+        uses.append(_WeightUse(names.get(id(holder), ""), size, positions, linear, bias, rows))
 
     attention_macs = [0]
     bn_elements = [0]
@@ -85,7 +90,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
 
     def layer_hook(mod, inp, out):
         channels = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
-        use(mod.weight, int(out.numel() // channels), isinstance(mod, nn.Linear), channels if mod.bias is not None else 0)
+        use(mod, "weight", int(out.numel() // channels), isinstance(mod, nn.Linear), channels if mod.bias is not None else 0)
 
     def attention_hook(mod, args, kwargs, out):
         query, key = (list(args) + [kwargs.get("query"), kwargs.get("key")][len(args):])[:2]
@@ -93,14 +98,27 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
         lq, lk = query.numel() // query.shape[-1], key.numel() // key.shape[-1]  # tokens of the one example
         bias = e if mod.in_proj_bias is not None else 0
         if mod.in_proj_weight is not None:  # q, k, v projections in one (3E, E) matrix
-            use(mod.in_proj_weight, lq, True, bias, slice(0, e))
-            use(mod.in_proj_weight, lk, True, 2 * bias, slice(e, 3 * e))
+            use(mod, "in_proj_weight", lq, True, bias, slice(0, e))
+            use(mod, "in_proj_weight", lk, True, 2 * bias, slice(e, 3 * e))
         else:
-            use(mod.q_proj_weight, lq, True, bias)
-            use(mod.k_proj_weight, lk, True, bias)
-            use(mod.v_proj_weight, lk, True, bias)
-        use(mod.out_proj.weight, lq, True, mod.out_proj.out_features if mod.out_proj.bias is not None else 0)
+            use(mod, "q_proj_weight", lq, True, bias)
+            use(mod, "k_proj_weight", lk, True, bias)
+            use(mod, "v_proj_weight", lk, True, bias)
+        use(mod.out_proj, "weight", lq, True, mod.out_proj.out_features if mod.out_proj.bias is not None else 0)
         attention_macs[0] += 2 * lq * lk * e  # scores q·k and the weighted sum of values, over all heads
+
+    def recurrent_hook(mod, inp, out):
+        x = inp[0]
+        x = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
+        steps = x.numel() // x.shape[-1]  # the one example's time steps
+        gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)  # RNN_TANH, RNN_RELU: one
+        for layer in range(mod.num_layers):
+            for suffix in ("", "_reverse")[:2 if mod.bidirectional else 1]:
+                bias = gates * mod.hidden_size if mod.bias else 0
+                use(mod, f"weight_ih_l{layer}{suffix}", steps, True, 2 * bias)  # both biases, once a step
+                use(mod, f"weight_hh_l{layer}{suffix}", steps, True)
+                if getattr(mod, "proj_size", 0):
+                    use(mod, f"weight_hr_l{layer}{suffix}", steps, True)
 
     attention = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
     inside_attention = {id(m.out_proj) for m in attention}  # called functionally: counted by its attention
@@ -109,6 +127,8 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
             hooks.append(module.register_forward_hook(layer_hook))
         elif isinstance(module, nn.MultiheadAttention):
             hooks.append(module.register_forward_hook(attention_hook, with_kwargs=True))
+        elif isinstance(module, nn.RNNBase):
+            hooks.append(module.register_forward_hook(recurrent_hook))
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             hooks.append(module.register_forward_hook(lambda mod, inp, out: bn_elements.__setitem__(
                 0, bn_elements[0] + out[0].numel())))

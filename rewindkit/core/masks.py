@@ -40,7 +40,9 @@ def prunable_weight_names(model: nn.Module) -> list[str]:
     declared = getattr(model, "prunable", None)
     if declared is not None:
         if isinstance(declared, str) or not all(isinstance(n, str) for n in declared):
-            raise PrunableNameError(f"prunable must give a list of parameter names; got {declared!r}")
+            what = ", ".join(type(n).__name__ for n in declared) if not isinstance(declared, str) else repr(declared)
+            raise PrunableNameError(f"prunable must give a list of parameter names (strings, e.g. 'fc.weight'); got "
+                                    f"[{what}]")
         unknown = [n for n in declared if _parameter(model, n) is None]
         if unknown:
             import difflib
@@ -51,10 +53,23 @@ def prunable_weight_names(model: nn.Module) -> list[str]:
                 + f"; its parameters are {_listing(params)}")
         tensors = [_parameter(model, n) for n in declared]
     else:
-        tensors = [module._parameters.get("weight") for module in model.modules()
+        tensors = [layer_weight(module) for module in model.modules()
                    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
     names = [first_name[id(t)] for t in tensors if t is not None and id(t) in first_name]
     return list(dict.fromkeys(names))  # each tensor once, in model order
+
+
+def layer_weight(module: nn.Module, attr: str = "weight") -> nn.Parameter | None:
+    """The parameter that holds a layer's ``attr`` entries: the weight itself, or, where the weight is
+    computed by a parametrization (``weight_norm``'s direction ``original1``), the original of the
+    weight's shape, whose zeros are the weight's zeros. None where there is none."""
+    weight = module._parameters.get(attr)
+    if weight is not None or not hasattr(module, "parametrizations") or attr not in module.parametrizations:
+        return weight
+    shape = getattr(module, attr).shape
+    originals = [p for n, p in module.parametrizations[attr].named_parameters(recurse=False)
+                 if n.startswith("original") and p.shape == shape]
+    return originals[0] if len(originals) == 1 else None
 
 
 class PrunableNameError(ValueError):

@@ -7,6 +7,7 @@ authors' released GNMT rows do, and plots name it on their axes (:func:`delta_la
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..platform import distributed, registry
 from ..platform.hardware import autocast, forward_fn, to_memory_format
+from .seeds import ForwardRandomness
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,22 @@ def evaluate(model: nn.Module, data, split: str, hardware) -> float:
     model.eval()
     try:
         metric = get_metric(name)
-        return metric.check(metric.evaluate(model, data, split, hardware), split)
+        with _evaluation_draws(model, data).step("evaluate", split):  # a network drawing in eval mode: seeded
+            return metric.check(metric.evaluate(model, data, split, hardware), split)
     finally:
         model.train(was_training)
+
+
+_EVALUATION_DRAWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _evaluation_draws(model: nn.Module, data) -> ForwardRandomness:
+    """The draws of ``model``'s evaluations (``F.dropout`` left on in eval mode, MC dropout): seeded
+    by the split, so the same weights always score the same (:class:`~rewindkit.core.seeds.ForwardRandomness`)."""
+    draws = _EVALUATION_DRAWS.get(model)
+    if draws is None:
+        draws = _EVALUATION_DRAWS[model] = ForwardRandomness(0, getattr(data, "device", "cpu"), what="network's evaluation")
+    return draws
 
 
 def delta_label(network: str) -> str:

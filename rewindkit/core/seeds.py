@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import warnings
 
 import torch
 
@@ -41,38 +42,78 @@ def canonical_json(obj) -> str:
 
 
 class ForwardRandomness:
-    """The random draws of a network's training steps (dropout; paper §2's runs are then repeatable):
-    step ``s`` runs with torch's global generator seeded by ``derive_seed(seed, "forward", s, rank)``
-    and left as it was after the step, holding :data:`GLOBAL_RNG_LOCK`.
+    """The random draws of a network's training steps and evaluations (dropout; paper §2's runs are
+    then repeatable): each runs with torch's, numpy's and Python's global generators seeded by
+    ``derive_seed(seed, "forward", *label, rank)`` and left as they were after it, holding
+    :data:`GLOBAL_RNG_LOCK`.
 
-    Whether a network draws at all is seen at its first step (the generator's state after it): a
-    network that does not (the kit's own) trains every later step without the seeding or the lock,
-    so runs packed as threads never wait for each other; one that does takes the lock for each step.
-    A network that draws only from a later step on is not seen: it draws from the unseeded generator
-    there (dropout switched on mid-run; give it the seeding by drawing from the first step)."""
+    Whether a network draws at all is seen at its first step (the generators' states after it): a
+    network that does not (the kit's own) runs every later step without the seeding or the lock, so
+    runs packed as threads never wait for each other; one that does takes the lock for each step. A
+    network seen not to draw that draws later (dropout switched on mid-run) is caught at the next
+    epoch boundary (:meth:`check`): a warning says that epoch's draws were not seeded, and every step
+    from then on is. A generator the network holds itself (``torch.Generator()`` as an attribute)
+    is its own: it is not seeded here, and not saved in checkpoints."""
 
-    def __init__(self, seed: int, device: torch.device | str = "cpu", rank: int = 0):
-        self.seed, self.rank = seed, rank
+    def __init__(self, seed: int, device: torch.device | str = "cpu", rank: int = 0, what: str = "network"):
+        self.seed, self.rank, self.what = seed, rank, what
         self.device = torch.device(device)
         self.draws: bool | None = None  # None until the first step is seen
+        self._quiet_state: list | None = None  # the generators' states after a first step that drew nothing
 
-    def _states(self) -> list[torch.Tensor]:
-        states = [torch.get_rng_state()]
+    def _states(self) -> list:
+        import random
+
+        import numpy as np
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        states = [torch.get_rng_state(), (keys.tobytes(), pos, has_gauss, gauss), random.getstate()]
         if self.device.type == "cuda":
             states.append(torch.cuda.get_rng_state(self.device))
         return states
 
+    @staticmethod
+    def _same(a: list, b: list) -> bool:
+        return all(torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(a, b))
+
     @contextlib.contextmanager
-    def step(self, step: int):
-        """The context one training step runs in."""
+    def step(self, *label):
+        """The context one training step (``label``: its iteration) or evaluation runs in."""
         if self.draws is False:
             yield
             return
+        import random
+
+        import numpy as np
         cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
             if self.device.type == "cuda" else []
+        seed = derive_seed(self.seed, "forward", *label, self.rank)
         with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(derive_seed(self.seed, "forward", step, self.rank))
-            before = self._states() if self.draws is None else None
-            yield
-            if before is not None:
-                self.draws = not all(torch.equal(a, b) for a, b in zip(before, self._states()))
+            saved = np.random.get_state(), random.getstate()
+            try:
+                torch.manual_seed(seed)
+                np.random.seed(seed % 2**32)
+                random.seed(seed)
+                before = self._states() if self.draws is None else None
+                yield
+                if before is not None:
+                    self.draws = not self._same(before, self._states())
+            finally:
+                np.random.set_state(saved[0])
+                random.setstate(saved[1])
+        if self.draws is False:
+            with GLOBAL_RNG_LOCK:
+                self._quiet_state = self._states()
+
+    def check(self) -> None:
+        """At an epoch boundary: a network seen not to draw that drew since is seeded from now on,
+        with a warning that its earlier draws were not."""
+        if self.draws is not False or self._quiet_state is None:
+            return
+        with GLOBAL_RNG_LOCK:
+            if self._same(self._quiet_state, self._states()):
+                return
+        self.draws = True
+        warnings.warn(f"the {self.what} drew random numbers (torch's, numpy's or Python's global generator) after a "
+                      f"first step that drew none, so this epoch's draws were not seeded and the run is not "
+                      f"repeatable; from now on each step's draws are. Draw from the first step (e.g. dropout on "
+                      f"from the start) for runs that repeat bit for bit.", RuntimeWarning, stacklevel=3)

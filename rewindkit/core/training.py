@@ -250,6 +250,7 @@ def _train_steps(model, optimizer, data, lr_schedule, start, stop, *, seed, batc
         if done in save_at and on_save is not None:
             on_save(snapshot(model, optimizer, done))
         if done % spe == 0 or done == stop:
+            randomness.check()
             now = evaluate_every_epoch or (done == stop and evaluate_at_end)
             val = evaluate(model, data, "val", hardware) if now else float("nan")
             test = evaluate(model, data, "test", hardware) if now else float("nan")

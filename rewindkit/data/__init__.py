@@ -50,7 +50,7 @@ def load(name: str, **options) -> Dataset:
     except TypeError as exc:
         if "argument" not in str(exc):
             raise
-        raise TypeError(f"bad option for dataset {name!r} (dataset_options {options}): {exc}") from exc
+        raise ValueError(f"bad option for dataset {name!r} (dataset_options {options}): {exc}") from exc
 
 
 def dataset_names() -> tuple[str, ...]:

@@ -62,7 +62,9 @@ def load_dataset(setup: dict, device) -> data.Dataset:
 
 def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module]:
     def build():
-        with GLOBAL_RNG_LOCK:  # packed runs (threads) share torch's global generator
+        # packed runs (threads) share torch's global generator: a build draws under the lock, and leaves
+        # it as it was (init_model seeds inside; a probe's draws are overwritten by the weights it loads)
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             return models.build(setup["network"], ds, **setup["model_options"])
     return build
 
@@ -187,6 +189,9 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
         raise ValueError(f"network {setup['network']!r} with model_options {setup['model_options']}: its prunable "
                          f"tensor {empty[0]!r} has shape {shapes[empty[0]]}, no weights to prune or train (a layer "
                          f"of width 0?)")
+    if not prunable and getattr(model, "prunable", None) is not None:
+        raise ValueError(f"network {setup['network']!r}: its prunable rule gave no parameter names, so there is "
+                         f"nothing to prune; its parameters are {', '.join(shapes)}")
     if not prunable:
         raise ValueError(f"network {setup['network']!r} has no prunable tensor: global magnitude pruning (§3.1) prunes "
                          f"the weights of Conv and Linear layers, and this network has none. Declare what may be "

@@ -51,8 +51,9 @@ def build(name: str, data, **options) -> nn.Module:
     registry.check_options(f"network {name!r} (model_options)", plugin.call, options, positional=1)
     try:
         model = plugin.call(data, **options)
-    except TypeError as exc:
-        raise TypeError(f"bad option for network {name!r} (model_options {options}): {exc}") from exc
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a width of 2.5 or −1: named with its options
+        raise ValueError(f"network {name!r} could not be built with model_options {options}: "
+                         f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise TypeError(f"network {name!r} must build a torch.nn.Module; its builder returned {type(model).__name__}")
     if plugin.options["prunable"] is not None:

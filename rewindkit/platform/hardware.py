@@ -66,8 +66,10 @@ def check_device(hardware: Hardware) -> None:
     try:
         device = torch.device(hardware.device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"hardware.device={hardware.device!r} is not a device torch knows; choose 'cpu', 'cuda', "
-                         f"'cuda:N' or 'auto'") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"hardware.device={hardware.device!r}: the kit trains on 'cpu', 'cuda', 'cuda:N' or 'auto' "
+                         f"(the GPU where there is one)")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
