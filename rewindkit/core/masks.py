@@ -61,15 +61,16 @@ def prunable_weight_names(model: nn.Module) -> list[str]:
 
 def layer_weight(module: nn.Module, attr: str = "weight") -> nn.Parameter | None:
     """The parameter that holds a layer's ``attr`` entries: the weight itself, or, where the weight is
-    computed by a parametrization (``weight_norm``'s direction ``original1``), the original of the
-    weight's shape, whose zeros are the weight's zeros. None where there is none."""
+    computed by ``weight_norm`` (g · v / ‖v‖), its direction ``v`` (``original1``), whose zeros are
+    the weight's zeros. None for other parametrizations, whose zeros need not carry over (a symmetric
+    one mirrors them): declare what to prune with ``prunable=``."""
     weight = module._parameters.get(attr)
     if weight is not None or not hasattr(module, "parametrizations") or attr not in module.parametrizations:
         return weight
-    shape = getattr(module, attr).shape
-    originals = [p for n, p in module.parametrizations[attr].named_parameters(recurse=False)
-                 if n.startswith("original") and p.shape == shape]
-    return originals[0] if len(originals) == 1 else None
+    chain = module.parametrizations[attr]
+    if len(chain) == 1 and type(chain[0]).__name__ == "_WeightNorm":
+        return chain.original1
+    return None
 
 
 class PrunableNameError(ValueError):

@@ -128,12 +128,15 @@ _EVALUATION_DRAWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _evaluation_draws(model: nn.Module, data) -> ForwardRandomness:
-    """The draws of ``model``'s evaluations (``F.dropout`` left on in eval mode, MC dropout): seeded
-    by the split, so the same weights always score the same (:class:`~rewindkit.core.seeds.ForwardRandomness`)."""
-    draws = _EVALUATION_DRAWS.get(model)
-    if draws is None:
-        draws = _EVALUATION_DRAWS[model] = ForwardRandomness(0, getattr(data, "device", "cpu"), what="network's evaluation")
-    return draws
+    """The draws of ``model``'s evaluations on a device (``F.dropout`` left on in eval mode, MC
+    dropout): seeded by the split, so the same weights always score the same
+    (:class:`~rewindkit.core.seeds.ForwardRandomness`). An evaluation whose data loader draws (a
+    ``DataLoader`` made per evaluation) is seeded too, holding the lock: its scores are unchanged."""
+    device = str(getattr(data, "device", "cpu"))
+    by_device = _EVALUATION_DRAWS.setdefault(model, {})
+    if device not in by_device:
+        by_device[device] = ForwardRandomness(0, device)
+    return by_device[device]
 
 
 def delta_label(network: str) -> str:

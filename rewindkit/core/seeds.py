@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import threading
-import warnings
 
 import torch
 
@@ -43,23 +42,21 @@ def canonical_json(obj) -> str:
 
 class ForwardRandomness:
     """The random draws of a network's training steps and evaluations (dropout; paper §2's runs are
-    then repeatable): each runs with torch's, numpy's and Python's global generators seeded by
-    ``derive_seed(seed, "forward", *label, rank)`` and left as they were after it, holding
-    :data:`GLOBAL_RNG_LOCK`.
+    then repeatable): each runs with torch's generator (the CPU's, and the run's GPU's), numpy's and
+    Python's global generators seeded by ``derive_seed(seed, "forward", *label, rank)`` and left as
+    they were after it, holding :data:`GLOBAL_RNG_LOCK`.
 
     Whether a network draws at all is seen at its first step (the generators' states after it): a
     network that does not (the kit's own) runs every later step without the seeding or the lock, so
-    runs packed as threads never wait for each other; one that does takes the lock for each step. A
-    network seen not to draw that draws later (dropout switched on mid-run) is caught at the next
-    epoch boundary (:meth:`check`): a warning says that epoch's draws were not seeded, and every step
-    from then on is. A generator the network holds itself (``torch.Generator()`` as an attribute)
-    is its own: it is not seeded here, and not saved in checkpoints."""
+    its runs packed as threads do not wait for each other; one that does takes the lock for each
+    step. Not seen: a network that draws only from a later step on (dropout switched on mid-run
+    draws unseeded from then), and a generator the network holds itself (``torch.Generator()`` as an
+    attribute: its own, not seeded here and not saved in checkpoints)."""
 
-    def __init__(self, seed: int, device: torch.device | str = "cpu", rank: int = 0, what: str = "network"):
-        self.seed, self.rank, self.what = seed, rank, what
+    def __init__(self, seed: int, device: torch.device | str = "cpu", rank: int = 0):
+        self.seed, self.rank = seed, rank
         self.device = torch.device(device)
         self.draws: bool | None = None  # None until the first step is seen
-        self._quiet_state: list | None = None  # the generators' states after a first step that drew nothing
 
     def _states(self) -> list:
         import random
@@ -77,20 +74,23 @@ class ForwardRandomness:
 
     @contextlib.contextmanager
     def step(self, *label):
-        """The context one training step (``label``: its iteration) or evaluation runs in."""
+        """The context one draw-seeded piece of work runs in: a training step (``label``: its
+        iteration) or an evaluation (``"evaluate", split``)."""
         if self.draws is False:
             yield
             return
         import random
 
         import numpy as np
-        cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
-            if self.device.type == "cuda" else []
+        cuda = [self.device] if self.device.type == "cuda" else []
         seed = derive_seed(self.seed, "forward", *label, self.rank)
         with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda):
             saved = np.random.get_state(), random.getstate()
             try:
-                torch.manual_seed(seed)
+                torch.random.default_generator.manual_seed(seed)  # the CPU's; other GPUs' left alone
+                if cuda:
+                    with torch.cuda.device(self.device):
+                        torch.cuda.manual_seed(seed)
                 np.random.seed(seed % 2**32)
                 random.seed(seed)
                 before = self._states() if self.draws is None else None
@@ -100,20 +100,3 @@ class ForwardRandomness:
             finally:
                 np.random.set_state(saved[0])
                 random.setstate(saved[1])
-        if self.draws is False:
-            with GLOBAL_RNG_LOCK:
-                self._quiet_state = self._states()
-
-    def check(self) -> None:
-        """At an epoch boundary: a network seen not to draw that drew since is seeded from now on,
-        with a warning that its earlier draws were not."""
-        if self.draws is not False or self._quiet_state is None:
-            return
-        with GLOBAL_RNG_LOCK:
-            if self._same(self._quiet_state, self._states()):
-                return
-        self.draws = True
-        warnings.warn(f"the {self.what} drew random numbers (torch's, numpy's or Python's global generator) after a "
-                      f"first step that drew none, so this epoch's draws were not seeded and the run is not "
-                      f"repeatable; from now on each step's draws are. Draw from the first step (e.g. dropout on "
-                      f"from the start) for runs that repeat bit for bit.", RuntimeWarning, stacklevel=3)

@@ -250,7 +250,6 @@ def _train_steps(model, optimizer, data, lr_schedule, start, stop, *, seed, batc
         if done in save_at and on_save is not None:
             on_save(snapshot(model, optimizer, done))
         if done % spe == 0 or done == stop:
-            randomness.check()
             now = evaluate_every_epoch or (done == stop and evaluate_at_end)
             val = evaluate(model, data, "val", hardware) if now else float("nan")
             test = evaluate(model, data, "test", hardware) if now else float("nan")
@@ -284,7 +283,7 @@ def init_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build a model with its initial weights drawn from ``seed`` (global RNG left untouched; one
     thread at a time, so runs packed on one device draw exactly what they would alone)."""
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init") % (2**63))
+        torch.random.default_generator.manual_seed(derive_seed(seed, "init") % (2**63))  # builds draw on the CPU
         return build()
 
 

@@ -55,8 +55,8 @@ def sparse_kernels(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (already masked) whose convolutions and linear layers run on CSR weights."""
     out = copy.deepcopy(model).eval()
     for parent in list(out.modules()):
-        if isinstance(parent, nn.MultiheadAttention):  # reads its projections' dense tensors: left dense
-            continue
+        if isinstance(parent, (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            continue  # their fast paths read their layers' dense weights: left dense
         for name, child in list(parent.named_children()):
             if (isinstance(child, nn.Conv2d) and child.groups == 1 and child.dilation == (1, 1)
                     and child.padding_mode == "zeros" and not isinstance(child.padding, str)):  # else: left dense

@@ -52,6 +52,8 @@ def build(name: str, data, **options) -> nn.Module:
     try:
         model = plugin.call(data, **options)
     except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a width of 2.5 or −1: named with its options
+        if isinstance(exc, ValueError) and plugin.builtin:  # the kit's own networks name their bad values
+            raise
         raise ValueError(f"network {name!r} could not be built with model_options {options}: "
                          f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from collections.abc import Callable
 
@@ -147,6 +149,8 @@ def _resnet(depth: int) -> Callable[..., nn.Module]:
     def build(**options) -> nn.Module:
         return ResNet(depth, **options)
     build.__doc__ = f"CIFAR ResNet-{depth} (paper §2)."
+    build.__signature__ = inspect.Signature(  # its options are ResNet's (what a bad option is checked against)
+        [p for p in inspect.signature(ResNet).parameters.values() if p.name != "depth"])
     return build
 
 
@@ -187,7 +191,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": _resnet(20),
     "resnet56": _resnet(56),
     "resnet110": _resnet(110),
-    "vgg16": lambda **options: VGG(**options),
+    "vgg16": VGG,
     "mnist1d_resnet": _mnist1d_resnet,
     "resnet34": _imagenet_resnet("resnet34"),
     "resnet50": _imagenet_resnet("resnet50"),
@@ -202,7 +206,8 @@ def vision_network(name: str, **options) -> nn.Module:
         hint = (f" ({name!r} is a network built for its data: models.build({name!r}, data, **options))"
                 if registry.get("network", name) is not None else "")
         raise ValueError(f"unknown vision network {name!r}; valid: {', '.join(MODELS)}{hint}")
-    registry.check_options(f"network {name!r} (model_options)", MODELS[name], options)
+    registry.check_options(f"network {name!r} (model_options)", MODELS[name], options,
+                           unlisted=("num_classes", "in_channels"))  # the kit sets these from the data
     try:
         return MODELS[name](**options)
     except TypeError as exc:  # an option the builder passes on (**options) and its class does not take

@@ -97,10 +97,11 @@ def identity(network: str, dataset: str, schedule: str) -> dict[str, str]:
     return used
 
 
-def check_options(what: str, call: Callable, options: dict, positional: int = 0) -> None:
+def check_options(what: str, call: Callable, options: dict, positional: int = 0, unlisted=()) -> None:
     """Refuse keyword ``options`` that ``call`` does not take (its first ``positional`` parameters are
-    given by the kit), naming the ones it does: a typo in ``model_options`` or ``dataset_options`` is
-    a :class:`ValueError` before anything is built, not a ``TypeError`` from inside the builder."""
+    given by the kit), naming the ones it does (less ``unlisted``: those the kit sets itself): a typo
+    in ``model_options`` or ``dataset_options`` is a :class:`ValueError` before anything is built,
+    not a ``TypeError`` from inside the builder."""
     import difflib
     import inspect
     try:
@@ -113,5 +114,6 @@ def check_options(what: str, call: Callable, options: dict, positional: int = 0)
     unknown = [k for k in options if k not in takes]
     if unknown:
         near = difflib.get_close_matches(unknown[0], takes, n=1)
+        listed = [t for t in takes if t not in unlisted]
         raise ValueError(f"{what} takes no option {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
-                         + f"; its options are: {', '.join(takes) or 'none'}")
+                         + f"; its options are: {', '.join(listed) or 'none'}")
