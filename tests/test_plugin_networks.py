@@ -40,11 +40,15 @@ def states_equal(a, b):
 
 # -- 1. dropout draws the same numbers for the same run ---------------------------------------------
 
-def test_a_dropout_network_trains_to_the_same_weights_whatever_the_global_generator_held():
+def dropout_start(cls=None):
+    """The data, an initial network (of ``cls``, DropoutMLP by default) and the recipe's last iteration."""
     ds = small_data()
     torch.manual_seed(0)
-    initial = DropoutMLP()
-    stop = RECIPE.schedule(ds.n_train).total_steps
+    return ds, (cls or DropoutMLP)(), RECIPE.schedule(ds.n_train).total_steps
+
+
+def test_a_dropout_network_trains_to_the_same_weights_whatever_the_global_generator_held():
+    ds, initial, stop = dropout_start()
     torch.manual_seed(1)
     a = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
     torch.manual_seed(2)  # another state of the global generator, as another run or a notebook cell leaves it
@@ -60,10 +64,7 @@ def test_a_dropout_network_trains_to_the_same_weights_whatever_the_global_genera
 
 
 def test_a_resumed_dropout_run_equals_the_uninterrupted_one():
-    ds = small_data()
-    torch.manual_seed(0)
-    initial = DropoutMLP()
-    stop = RECIPE.schedule(ds.n_train).total_steps
+    ds, initial, stop = dropout_start()
     whole = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
     pieces = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, 2), (2, 5), (5, stop)])
     assert states_equal(whole.model, pieces.model)
@@ -101,10 +102,7 @@ def test_a_network_that_draws_nothing_is_seeded_only_at_its_first_step(monkeypat
 
 
 def test_dropout_runs_packed_as_threads_draw_what_they_draw_alone():
-    ds = small_data()
-    torch.manual_seed(0)
-    initial = DropoutMLP()
-    stop = RECIPE.schedule(ds.n_train).total_steps
+    ds, initial, stop = dropout_start()
     alone = train_in_segments(DropoutMLP, ds, RECIPE, initial, None, [(0, stop)])
     results = [None] * 3
 
@@ -462,10 +460,7 @@ class NumpyNoise(nn.Module):
 
 def test_numpy_draws_in_forward_are_seeded_per_step_too():
     import numpy as np
-    ds = small_data()
-    torch.manual_seed(0)
-    initial = NumpyNoise()
-    stop = RECIPE.schedule(ds.n_train).total_steps
+    ds, initial, stop = dropout_start(NumpyNoise)
     np.random.seed(1)
     a = train_in_segments(NumpyNoise, ds, RECIPE, initial, None, [(0, stop)])
     np.random.seed(2)
