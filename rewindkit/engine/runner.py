@@ -5,6 +5,7 @@ its last checkpoint and a finished run (one with ``result.json``) is never recom
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 import threading
@@ -112,10 +113,17 @@ def _mask(store: RunStore, spec: RunSpec, build) -> Mask:
     probe = build()
     probe.load_state_dict(load_tensor_dict(parent / "final.pt", what=f"final weights of run {spec.parent}"))
     parent_mask = Mask.load(parent / "mask.pt") if (parent / "mask.pt").exists() else None
-    try:
+    with _named_network(spec.setup["network"]):
         return spec.pruning.apply(probe, parent_mask)
+
+
+@contextlib.contextmanager
+def _named_network(network: str):
+    """A network's bad ``prunable`` rule, refused with the network's name."""
+    try:
+        yield
     except PrunableNameError as err:
-        raise PrunableNameError(f"network {spec.setup['network']!r}: {err}") from None
+        raise PrunableNameError(f"network {network!r}: {err}") from None
 
 
 def _final_state(store: RunStore, run_id: str, step: int) -> TrainState:
@@ -172,10 +180,8 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
     the user's own gives a valid value on the untrained network. Each error names its source."""
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # a look at the network draws nothing of the run's
         model = prepare_model(build(), hardware)
-    try:
+    with _named_network(setup["network"]):
         prunable = prunable_weight_names(model)
-    except PrunableNameError as err:
-        raise PrunableNameError(f"network {setup['network']!r}: {err}") from None
     left_out = unpruned_matrices(model) if getattr(model, "prunable", None) is None else []
     if prunable and left_out:
         warnings.warn(f"network {setup['network']!r}: {len(left_out)} parameter(s) with two or more dimensions are "
