@@ -396,6 +396,16 @@ def test_a_bad_value_is_one_line_before_anything_is_written(cli_user, tmp_path, 
     assert not out.exists()
 
 
+def test_an_empty_layer_is_refused_without_torch_warning_first(cli_user, tmp_path, capsys):
+    import warnings
+    cli, base = cli_user
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert cli.main(base + ["--set", "model_options={'hidden': 0}", "--out", str(tmp_path / "out")]) == 2
+    assert "its prunable tensor '1.weight' has shape (0, 12)" in capsys.readouterr().err
+    assert not [w for w in seen if "zero-element" in str(w.message)]
+
+
 def test_a_name_two_plugin_files_register_is_refused_naming_both(cli_user, tmp_path, capsys):
     cli, base = cli_user
     (tmp_path / "second_plugins.py").write_text(USER_PLUGINS.replace("{NAME!r}", "'user_mlp'"))

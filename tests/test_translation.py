@@ -95,6 +95,23 @@ def test_eval_batches_subset_and_to(data):
 
 # -- model and loss -----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("option, value, message", [
+    ("hidden", 0, "hidden must be a whole number ≥ 1; got 0"),
+    ("hidden", -2, "hidden must be a whole number ≥ 1; got -2"),
+    ("hidden", 2.5, "hidden must be a whole number ≥ 1; got 2.5"),
+    ("hidden", 7, "hidden must be even"),
+    ("embed", 0, "embed must be a whole number ≥ 1; got 0"),
+    ("decoder_layers", 0, "decoder_layers must be a whole number ≥ 1; got 0"),
+    ("encoder_layers", True, "encoder_layers must be a whole number ≥ 1; got True"),
+])
+def test_a_bad_size_is_refused_by_name_before_any_layer_is_built(option, value, message):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own "zero-element tensors" warning would come first
+        with pytest.raises(ValueError, match=message):
+            Seq2Seq(10, 12, **{"embed": 4, "hidden": 8, option: value})
+
+
 @pytest.mark.parametrize("attention", ["bahdanau", "dot"])
 def test_forward_shapes_and_state_dict_round_trip(data, attention):
     model = model_for(data, attention=attention, encoder_layers=2, decoder_layers=3)

@@ -178,7 +178,10 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
     the data follow the training-data protocol at the first batch, the network taking them
     (:func:`rewindkit.core.batches.check_training_data`); the network's metric exists, and a metric of
     the user's own gives a valid value on the untrained network. Each error names its source."""
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # a look at the network draws nothing of the run's
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # a look at the network
+        # draws nothing of the run's; an empty layer is refused below by name, so torch's own warning
+        # about it would only come first (a run that goes on builds the network again, warnings and all)
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
         model = prepare_model(build(), hardware)
     with _named_network(setup["network"]):
         prunable = prunable_weight_names(model)

@@ -77,10 +77,12 @@ class Seq2Seq(nn.Module):
                  encoder_layers: int = 1, decoder_layers: int = 1, attention: str = "bahdanau",
                  init_scale: float = 0.1):
         super().__init__()
+        for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab), ("embed", embed), ("hidden", hidden),
+                            ("encoder_layers", encoder_layers), ("decoder_layers", decoder_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number ≥ 1; got {value!r}")
         if hidden % 2:
             raise ValueError(f"hidden must be even (the bidirectional layer has hidden // 2 units per direction); got {hidden}")
-        if encoder_layers < 1 or decoder_layers < 1:
-            raise ValueError(f"encoder_layers and decoder_layers must be at least 1; got {encoder_layers}, {decoder_layers}")
         self.config = dict(src_vocab=src_vocab, tgt_vocab=tgt_vocab, embed=embed, hidden=hidden,
                            encoder_layers=encoder_layers, decoder_layers=decoder_layers, attention=attention,
                            init_scale=init_scale)
