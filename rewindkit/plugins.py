@@ -42,7 +42,13 @@ by content), recursively. A value that cannot be fingerprinted (an open file, a 
 random generator) is refused with its name: pass it through ``model_options`` /
 ``dataset_options``, or register with ``version="…"`` and change the version when it changes.
 What the code reads from elsewhere (a file, an environment variable) is not seen: give ``version=``
-for that too. The kit's own networks, datasets, metrics and schedules are in the same registry
+for that too. A version joins the fingerprint, it does not replace it (a code change still gives new
+run ids); only a plug-in whose code reads a value that cannot be fingerprinted is identified by its
+version alone. A metric your dataset names by its ``metric`` attribute is known only once the data
+are loaded, so with a dataset of your own (and a network that names no metric) every metric you
+registered is part of the run ids. A dataset of your own is loaded with torch's, numpy's and Python's
+global generators seeded by its name and options (and left as they were), so a loader that draws
+without a seed of its own gives the same data in every process. The kit's own networks, datasets, metrics and schedules are in the same registry
 (their names cannot be taken) and are identified by the kit's own run ids. Runs of
 plug-ins registered in this process (a notebook, a script) train in this process: worker
 processes would not know them, so ``workers`` become threads (one per run, ``Hardware.packing``).

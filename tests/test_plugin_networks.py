@@ -564,3 +564,64 @@ def test_sparse_kernels_leave_a_transformer_layer_dense():
         want, got = net(x), sparse(x)
     # the transformer layer is the same dense code on both paths; the last layer sums over 48 features
     assert_close_across_kernels({"out": got}, {"out": want}, kernel_path_tolerance(1, 48), "sparse vs dense")
+
+
+# -- a third new-user session: identities and data of the user's own ----------------------------------
+
+def test_a_version_joins_the_fingerprint_so_a_code_edit_still_gives_new_run_ids():
+    try:
+        plugins.register_network("versioned_mlp", lambda data, hidden=8: mlp(data, hidden), version="v1")
+        first = plugins.identity("versioned_mlp", "mnist1d", "step")["network:versioned_mlp"]
+        plugins.register_network("versioned_mlp", lambda data, hidden=64: mlp(data, hidden), version="v1")
+        second = plugins.identity("versioned_mlp", "mnist1d", "step")["network:versioned_mlp"]
+        assert first.startswith("v1:") and second.startswith("v1:") and first != second
+    finally:
+        plugins.unregister("network", "versioned_mlp")
+
+
+def test_every_metric_of_the_users_joins_the_identity_of_a_users_dataset():
+    def load():
+        ds = small_data()
+        ds.metric = "constant_score"
+        return ds
+    try:
+        plugins.register_dataset("scored_data", load)
+        plugins.register_metric("constant_score", lambda model, data, split: 0.25, range=(0, 1))
+        first = plugins.identity("mnist1d_resnet", "scored_data", "step")
+        plugins.register_metric("constant_score", lambda model, data, split: 0.75, range=(0, 1))
+        second = plugins.identity("mnist1d_resnet", "scored_data", "step")
+        assert first["dataset:scored_data"] == second["dataset:scored_data"]
+        assert first["metric:constant_score"] != second["metric:constant_score"]
+        assert "metric:constant_score" not in plugins.identity("mnist1d_resnet", "mnist1d", "step")
+    finally:
+        plugins.unregister("dataset", "scored_data")
+        plugins.unregister("metric", "constant_score")
+
+
+def test_a_users_loader_that_draws_unseeded_gives_the_same_data_whatever_the_generator_held():
+    import random
+
+    import numpy as np
+
+    from rewindkit.engine import runner
+
+    def load():  # research code: draws from the global generators without a seed of its own
+        x = torch.randn(64, 1, 12) + float(np.random.rand()) + random.random()
+        return data.Dataset("drawn", x, torch.arange(64) % 3, x[:20], torch.arange(20) % 3, x[20:40],
+                            torch.arange(20) % 3, num_classes=3)
+    try:
+        plugins.register_dataset("drawn_data", load)
+        setup = {"dataset": "drawn_data", "dataset_options": {}, "n_train": None, "n_eval": None,
+                 "plugins": plugins.identity("mnist1d_resnet", "drawn_data", "step")}
+        loaded = []
+        for seed in (0, 1):
+            runner._DATA_CACHE.clear()
+            torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
+            before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+            loaded.append(runner.load_dataset(setup, "cpu"))
+            assert torch.equal(before[0], torch.get_rng_state()) and (before[1] == np.random.get_state()[1]).all()
+            assert before[2] == random.getstate()  # and left as they were
+        assert torch.equal(loaded[0].train_x, loaded[1].train_x)
+    finally:
+        runner._DATA_CACHE.clear()
+        plugins.unregister("dataset", "drawn_data")

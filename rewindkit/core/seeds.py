@@ -40,6 +40,28 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
 
 
+@contextlib.contextmanager
+def seeded_global_generators(seed: int, cuda_devices=()):
+    """Run the block with torch's CPU generator (and those of ``cuda_devices``), numpy's and Python's
+    global generators seeded by ``seed``, holding :data:`GLOBAL_RNG_LOCK`, and leave them as they were."""
+    import random
+
+    import numpy as np
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=list(cuda_devices)):
+        saved = np.random.get_state(), random.getstate()
+        try:
+            torch.random.default_generator.manual_seed(seed)  # the CPU's; other GPUs' left alone
+            for device in cuda_devices:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+            yield
+        finally:
+            np.random.set_state(saved[0])
+            random.setstate(saved[1])
+
+
 class ForwardRandomness:
     """The random draws of a network's training steps and evaluations (dropout; paper §2's runs are
     then repeatable): each runs with torch's generator (the CPU's, and the run's GPU's), numpy's and
@@ -79,24 +101,9 @@ class ForwardRandomness:
         if self.draws is False:
             yield
             return
-        import random
-
-        import numpy as np
         cuda = [self.device] if self.device.type == "cuda" else []
-        seed = derive_seed(self.seed, "forward", *label, self.rank)
-        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda):
-            saved = np.random.get_state(), random.getstate()
-            try:
-                torch.random.default_generator.manual_seed(seed)  # the CPU's; other GPUs' left alone
-                if cuda:
-                    with torch.cuda.device(self.device):
-                        torch.cuda.manual_seed(seed)
-                np.random.seed(seed % 2**32)
-                random.seed(seed)
-                before = self._states() if self.draws is None else None
-                yield
-                if before is not None:
-                    self.draws = not self._same(before, self._states())
-            finally:
-                np.random.set_state(saved[0])
-                random.setstate(saved[1])
+        with seeded_global_generators(derive_seed(self.seed, "forward", *label, self.rank), cuda):
+            before = self._states() if self.draws is None else None
+            yield
+            if before is not None:
+                self.draws = not self._same(before, self._states())

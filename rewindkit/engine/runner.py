@@ -31,6 +31,7 @@ from .runs import RunSpec, RunStore, canonical_json, provenance
 from ..core.schedules import StepSchedule
 from ..platform.storage import (CorruptFileError, atomic_torch_save, atomic_write_json, atomic_write_text, exclusive,
                                 load_json, load_tensor_dict, load_torch)
+from ..core.seeds import derive_seed, seeded_global_generators
 from ..core.signs import impose_signs
 from ..core.techniques import RetrainPlan, StartFrom, dense_plan, load_state, rewind_steps_needed, run_plan, start_state
 from ..core.training import GLOBAL_RNG_LOCK, EpochRecord, TrainState, make_optimizer, snapshot
@@ -47,7 +48,11 @@ def load_dataset(setup: dict, device) -> data.Dataset:
                           str(device), str(data.data_dir()), plugin])
     with _DATA_LOCK:
         if key not in _DATA_CACHE:
-            ds = data.load(setup["dataset"], **setup["dataset_options"])
+            if plugin is None:  # the kit's own data: generated from their own seeds
+                ds = data.load(setup["dataset"], **setup["dataset_options"])
+            else:  # a user's loader that draws without a seed of its own gets the same data in every process
+                with seeded_global_generators(derive_seed("dataset", setup["dataset"], canonical_json(setup["dataset_options"]))):
+                    ds = data.load(setup["dataset"], **setup["dataset_options"])
             missing = _protocol_problems(ds)
             if missing:
                 raise DataProtocolError(f"dataset {setup['dataset']!r} loaded a {type(ds).__name__}, which lacks "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .fingerprint import fingerprint
+from .fingerprint import FingerprintError, fingerprint
 
 KINDS = ("network", "dataset", "metric", "schedule")
 
@@ -26,8 +26,16 @@ class Plugin:
     identified: tuple = ()  # further functions whose code joins the fingerprint (a network's prunable rule)
 
     def identity(self) -> str:
-        """The ``version`` given at registration, else the fingerprint of the code and values it uses now."""
-        return self.version if self.version is not None else fingerprint(self.call, *self.identified)
+        """The fingerprint of the code and values it uses now, joined by the ``version`` given at
+        registration; the version alone only where the code reads a value that cannot be fingerprinted
+        (then the version is all that tells two of its states apart). A version never hides a code
+        change: a changed plug-in never reuses an old run."""
+        if self.version is None:
+            return fingerprint(self.call, *self.identified)
+        try:
+            return f"{self.version}:{fingerprint(self.call, *self.identified)}"
+        except FingerprintError:
+            return self.version
 
 
 _REGISTRY: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
@@ -94,6 +102,14 @@ def identity(network: str, dataset: str, schedule: str) -> dict[str, str]:
             metric = get("metric", plugin.options["metric"]) if kind == "network" and plugin.options["metric"] else None
             if metric is not None and not metric.builtin:
                 used[f"metric:{metric.name}"] = metric.identity()
+    network_plugin = get("network", network)
+    named_by_network = network_plugin is not None and network_plugin.options.get("metric")
+    if f"dataset:{dataset}" in used and not named_by_network:
+        # a dataset of the user's may name its metric by an attribute of the data it loads, which is
+        # not known until it is loaded: every metric of the user's is then part of the identity
+        for name, metric in sorted(_REGISTRY["metric"].items()):
+            if not metric.builtin:
+                used[f"metric:{name}"] = metric.identity()
     return used
 
 
