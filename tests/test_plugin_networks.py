@@ -625,3 +625,61 @@ def test_a_users_loader_that_draws_unseeded_gives_the_same_data_whatever_the_gen
     finally:
         runner._DATA_CACHE.clear()
         plugins.unregister("dataset", "drawn_data")
+
+
+class _Block(nn.Module):
+    def __init__(self, cin, cout, stride, g1=1, g2=1, norm=True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, groups=g1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, groups=cout if g2 == "dw" else g2, bias=False)
+        if norm:
+            self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity() if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride)
+
+
+class _ResNet(nn.Module):
+    """A researcher's 3-stage residual CNN whose block convolutions may be grouped, or lack BatchNorm."""
+
+    def __init__(self, g1=1, g2=1, norm=True, width=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, 1, 1)
+        self.stages = nn.ModuleList(nn.Sequential(_Block(a, b, s, g1, g2, norm)) for a, b, s in
+                                    ((width, width, 1), (width, 2 * width, 2), (2 * width, 4 * width, 2)))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"g2": "dw"}, "stages.0.0.conv2 has groups=8 (grouped or depthwise)"),
+    ({"g2": 2}, "stages.0.0.conv2 has groups=2 (grouped or depthwise)"),
+    ({"g1": 2}, "stages.0.0.conv1 has groups=2 (grouped or depthwise)"),
+    ({"norm": False}, "block 'stages.0.0' (_Block) has no bn1"),
+])
+def test_filter_pruning_refuses_blocks_whose_filters_do_not_pair_with_channels(options, message):
+    from rewindkit.core import pruning
+    model = _ResNet(**options)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pruning.l1_filters(model, "generic_b", 1)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pruning.compact(model, Mask.ones(model))
+
+
+def test_compaction_on_an_input_the_network_does_not_take_says_to_pass_one():
+    pytest.importorskip("torch_pruning")
+    from rewindkit.core import pruning
+
+    class Flat(_ResNet):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(32 * 4 * 4, 5)  # 16×16 images only
+
+        def forward(self, x):
+            x = self.stem(x)
+            for stage in self.stages:
+                for b in stage:
+                    x = torch.relu(b.bn2(b.conv2(torch.relu(b.bn1(b.conv1(x))))) + b.shortcut(x))
+            return self.head(x.flatten(1))
+    model = Flat().eval()
+    mask = pruning.l1_filters(model, "generic_b", 2)
+    with pytest.raises(ValueError, match=r"by default of shape \(2, 3, 32, 32\).*example_input="):
+        pruning.compact(model, mask)
+    small = pruning.compact(model, mask, example_input=torch.zeros(2, 3, 16, 16))
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())

@@ -47,6 +47,8 @@ class ConstantBranch(nn.Module):
     (inference, and timing a training step), so bn2's β is not trained and its running statistics
     stay as they were at compaction."""
 
+    constant_branch = True  # what residual.residual_blocks knows it by
+
     def __init__(self, block_shortcut: nn.Module, bn2: nn.modules.batchnorm._BatchNorm, shape: tuple[int, ...]):
         super().__init__()
         self.shortcut = block_shortcut
@@ -203,7 +205,15 @@ def compact(model: nn.Module, mask: Mask, example_input: torch.Tensor | None = N
         tp = _torch_pruning()
         x = _example_input(out) if example_input is None else example_input
         with torch.enable_grad():  # Torch-Pruning traces the network through autograd
-            graph = tp.DependencyGraph().build_dependency(out, example_inputs=x)
+            try:
+                graph = tp.DependencyGraph().build_dependency(out, example_inputs=x)
+            except (RuntimeError, ValueError, TypeError) as err:
+                if example_input is not None:
+                    raise
+                raise ValueError(f"compact() traces the network on an example input, by default of shape "
+                                 f"{tuple(x.shape)} (from its stem), which this network does not take "
+                                 f"({type(err).__name__}: {err}); pass one it takes: compact(model, mask, "
+                                 f"example_input=torch.zeros(2, *data.input_shape))") from err
         names = {id(m): n for n, m in out.named_modules()}
         for conv1, idxs in partial:
             group = graph.get_pruning_group(conv1, tp.prune_conv_out_channels, idxs=idxs)
