@@ -279,8 +279,8 @@ class FewBatches:
 
 @pytest.mark.parametrize("dataset,message", [
     (FewBatches(batches_per_epoch=2), r"dataset 'small_data' gave 2 training batches for epoch 0, where an epoch is 3"),
-    (FewBatches(labels=(0, 5)), r"dataset 'small_data': labels must lie in 0 … 2 \(num_classes = 3\); the first batch "
-                                r"has labels 0 … 4"),
+    (FewBatches(labels=(0, 5)), r"dataset 'small_data': labels of the first training batch must lie in 0 … 2 "
+                                r"\(num_classes = 3\); found 0 … 4"),
     (FewBatches(float_labels=True), "dataset 'small_data': labels y must be integer class indices"),
     (FewBatches(x_shape=(2, 12)), r"network 'small_cnn' cannot take dataset 'small_data''s batches \(x = \(32, 2, 12\)"),
 ])

@@ -683,3 +683,50 @@ def test_compaction_on_an_input_the_network_does_not_take_says_to_pass_one():
         pruning.compact(model, mask)
     small = pruning.compact(model, mask, example_input=torch.zeros(2, 3, 16, 16))
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def _user_data(**change):
+    x = torch.randn(96, 1, 12, generator=torch.Generator().manual_seed(0))
+    fields = dict(train_x=x, train_y=torch.arange(96) % 3, val_x=x[:30], val_y=torch.arange(30) % 3,
+                  test_x=x[30:60], test_y=torch.arange(30) % 3)
+    fields.update(change)
+    return data.Dataset("users_data", num_classes=3, **fields)
+
+
+class _AuxHead(nn.Module):
+    """Inception-style: a second (auxiliary) output in training mode only."""
+
+    def __init__(self):
+        super().__init__()
+        self.main, self.aux = nn.Linear(12, 3), nn.Linear(12, 3)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return (self.main(x), self.aux(x)) if self.training else self.main(x)
+
+
+@pytest.mark.parametrize("change, model, message", [
+    ({"train_y": (torch.arange(96) % 3).int()}, None, r"dtype int64 \(or uint8\); the first batch's are \(32,\) int32"),
+    ({"val_y": (torch.arange(30) % 3).view(-1, 1)}, None, r"val labels have shape \(30, 1\) where the training labels"),
+    ({"train_y": torch.where(torch.arange(96) == 80, 3, torch.arange(96) % 3)}, None,
+     r"training labels \(batch 2 of epoch 0\) must lie in 0 … 2 \(num_classes = 3\); found 0 … 3"),
+    ({"test_x": torch.zeros(0, 1, 12), "test_y": torch.zeros(0, dtype=torch.long)}, None,
+     "its test split holds no examples"),
+    ({}, _AuxHead(), r"gives \(\(32, 3\) float32, \(32, 3\) float32\) in training mode"),
+])
+def test_the_users_data_are_checked_in_full_before_a_run_trains(change, model, message):
+    from rewindkit.core.batches import DataProtocolError, check_training_data
+    model = model or nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(DataProtocolError, match=message):
+        check_training_data(_user_data(**change), 32, "users_data", model, "users_net")
+    check_training_data(_user_data(), 32, "users_data", nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), "users_net")
+
+
+def test_a_users_data_without_a_validation_split_is_named():
+    from rewindkit.core.batches import DataProtocolError, check_training_data
+
+    class TrainTest(data.Dataset):
+        def eval_batches(self, split, batch_size):
+            return super().eval_batches({"test": "test"}[split], batch_size)
+    with pytest.raises(DataProtocolError, match=r"dataset 'users_data' has no val split .*KeyError: 'val'"):
+        check_training_data(TrainTest(**vars(_user_data())), 32, "users_data")

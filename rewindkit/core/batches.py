@@ -97,6 +97,23 @@ def _shape(x) -> str:
     return f"{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}" if torch.is_tensor(x) else type(x).__name__
 
 
+def _check_training_output(model, inputs, network: str) -> None:
+    """The network's output in training mode is one tensor too (a copy runs, so neither the network's
+    BatchNorm statistics nor anything else of it changes)."""
+    import copy
+    try:
+        trial = copy.deepcopy(model)
+    except Exception:  # a network that cannot be copied is checked in eval mode only
+        return
+    trial.train()
+    with torch.no_grad():
+        out = trial(*inputs)
+    if not torch.is_tensor(out):
+        raise DataProtocolError(f"network {network!r} gives {_shape(out)} in training mode (one tensor in eval "
+                                f"mode); the kit's cross-entropy needs one tensor of class scores in both (an "
+                                f"auxiliary head's output: return only the main one, or bring a loss with the data)")
+
+
 def check_training_data(data, batch_size: int, dataset: str, model=None, network: str = "the network",
                         count_epoch: bool = True) -> None:
     """The protocol check at the first batch, naming the dataset (and network): a batch is ``(x, y)``
@@ -105,8 +122,10 @@ def check_training_data(data, batch_size: int, dataset: str, model=None, network
     (counted with ``count_epoch``: the kit's own data, ImageNet's stream among them, is not counted);
     and, with ``model``, the network takes ``x`` and gives one output row per label (a loss the data
     brings itself, ``data.loss``, is trusted with the output's shape)."""
-    spe = steps_per_epoch(data.n_train, batch_size)
     where = f"dataset {dataset!r}"
+    if not data.n_train:
+        raise DataProtocolError(f"{where} has no training examples (n_train = {data.n_train})")
+    spe = steps_per_epoch(data.n_train, batch_size)
     try:
         x, y = next(iter(data.batches(batch_size, 0, 0, 1)))
     except StopIteration:
@@ -124,17 +143,39 @@ def check_training_data(data, batch_size: int, dataset: str, model=None, network
         raise DataProtocolError(f"{where}: x and y of a batch must have one row per example; the first batch is "
                                 f"x = {_shape(x)}, y = {_shape(y)}")
     classes = getattr(data, "num_classes", None)
-    if y.dim() == 1 and isinstance(classes, int) and y.numel() and not (0 <= int(y.min()) and int(y.max()) < classes):
-        raise DataProtocolError(f"{where}: labels must lie in 0 … {classes - 1} (num_classes = {classes}); the first "
-                                f"batch has labels {int(y.min())} … {int(y.max())}")
-    if count_epoch:  # the user's own data: every evaluation label within the classes too
+    own_loss = getattr(data, "loss", None) is not None
+    if not own_loss and y.dtype not in (torch.int64, torch.uint8):  # what cross-entropy takes
+        raise DataProtocolError(f"{where}: cross-entropy takes labels of dtype int64 (or uint8); the first batch's "
+                                f"are {_shape(y)}: convert them with y.long()")
+
+    def check_range(labels, what):
+        if labels.dim() == 1 and isinstance(classes, int) and labels.numel() and not (
+                0 <= int(labels.min()) and int(labels.max()) < classes):
+            raise DataProtocolError(f"{where}: {what} must lie in 0 … {classes - 1} (num_classes = {classes}); found "
+                                    f"{int(labels.min())} … {int(labels.max())}")
+    check_range(y, "labels of the first training batch")
+    if count_epoch:  # the user's own data: every label of an epoch and of the evaluation splits too
         for split in EVAL_SPLITS:
-            for _, labels in data.eval_batches(split, 1000):
-                if labels.dim() == 1 and isinstance(classes, int) and labels.numel() and not (
-                        0 <= int(labels.min()) and int(labels.max()) < classes):
-                    raise DataProtocolError(f"{where}: {split} labels must lie in 0 … {classes - 1} (num_classes = "
-                                            f"{classes}); found {int(labels.min())} … {int(labels.max())}")
-        count = sum(1 for _ in data.batches(batch_size, 0, 0, spe))
+            try:
+                batches = list(data.eval_batches(split, 1000))
+            except (KeyError, AttributeError, IndexError) as err:
+                raise DataProtocolError(f"{where} has no {split} split (eval_batches({split!r}, …) raised "
+                                        f"{type(err).__name__}: {err}); the kit evaluates on {' and '.join(EVAL_SPLITS)} "
+                                        f"(validation picks t, §4; test is reported)") from None
+            if not sum(len(labels) for _, labels in batches):
+                raise DataProtocolError(f"{where}: its {split} split holds no examples; the kit evaluates on "
+                                        f"{' and '.join(EVAL_SPLITS)} (validation picks t, §4; test is reported)")
+            for _, labels in batches:
+                if not own_loss and labels.dim() != y.dim():
+                    raise DataProtocolError(f"{where}: {split} labels have shape {tuple(labels.shape)} where the "
+                                            f"training labels have {tuple(y.shape[1:]) or 'one per example'} "
+                                            f"({_shape(y)}); give every split its labels the same way")
+                check_range(labels, f"{split} labels")
+        count = 0
+        for _, labels in data.batches(batch_size, 0, 0, spe):
+            count += 1
+            if torch.is_tensor(labels):
+                check_range(labels, f"training labels (batch {count - 1} of epoch 0)")
         if count < spe:
             raise DataProtocolError(f"{where} gave {count} training batches for epoch 0, where an epoch is {spe} "
                                     f"(n_train {data.n_train} // batch_size {batch_size}): batches(…, start, stop) must "
@@ -150,12 +191,13 @@ def check_training_data(data, batch_size: int, dataset: str, model=None, network
                                     f"{type(err).__name__}: {err}") from err
         finally:
             model.train(was_training)
-        if getattr(data, "loss", None) is None and (not torch.is_tensor(out) or tuple(out.shape[:y.dim()]) != tuple(y.shape)
+        if not own_loss and (not torch.is_tensor(out) or tuple(out.shape[:y.dim()]) != tuple(y.shape)
                                                     or out.dim() != y.dim() + 1):
             raise DataProtocolError(f"network {network!r} gave outputs {_shape(out)} for {where}'s batch with labels "
                                     f"{_shape(y)}; cross-entropy needs one row of class scores per label")
-        if (getattr(data, "loss", None) is None and y.dim() == 1 and isinstance(classes, int)
-                and out.shape[-1] != classes):
+        if not own_loss and y.dim() == 1 and isinstance(classes, int) and out.shape[-1] != classes:
             raise DataProtocolError(f"network {network!r} gives {out.shape[-1]} class scores per example, but "
                                     f"{where} has num_classes = {classes}")
+        if not own_loss:  # and in training mode (a network may add outputs there: auxiliary heads), on a copy
+            _check_training_output(model, inputs, network)
 

@@ -58,6 +58,8 @@ def load_dataset(setup: dict, device) -> data.Dataset:
                 raise DataProtocolError(f"dataset {setup['dataset']!r} loaded a {type(ds).__name__}, which lacks "
                                         f"{', '.join(missing)} of the training-data protocol "
                                         f"(rewindkit.core.batches.TrainingData)")
+            if not ds.n_train:
+                raise DataProtocolError(f"dataset {setup['dataset']!r} has no training examples (n_train = {ds.n_train})")
             if setup["n_train"] is not None or setup["n_eval"] is not None:
                 ds = ds.subset(setup["n_train"], setup["n_eval"])
             _DATA_CACHE[key] = ds.to(device)
