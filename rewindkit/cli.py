@@ -192,6 +192,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"rewindkit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # finished runs and each run's last epoch are kept: the same command resumes
+        print("rewindkit: interrupted; finished runs and each unfinished run's last checkpoint are kept, and "
+              "the same command resumes where it stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -730,3 +730,68 @@ def test_a_users_data_without_a_validation_split_is_named():
             return super().eval_batches({"test": "test"}[split], batch_size)
     with pytest.raises(DataProtocolError, match=r"dataset 'users_data' has no val split .*KeyError: 'val'"):
         check_training_data(TrainTest(**vars(_user_data())), 32, "users_data")
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda data: (nn.Linear(12, 3), None), "network 'odd_net' must build a torch.nn.Module; its builder returned tuple"),
+    (lambda data: nn.Sequential(nn.Flatten(), nn.LazyLinear(3)), "network 'odd_net': its parameter '1.weight' is not made"),
+])
+def test_a_builder_that_gives_no_usable_network_is_a_value_error_naming_it(build, message):
+    from rewindkit.engine import runner
+    from rewindkit.platform.hardware import Hardware
+    try:
+        plugins.register_network("odd_net", build)
+        setup = {"network": "odd_net", "model_options": {}, "dataset": "users_data"}
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            runner.check_run_setup(setup, _user_data(), runner.model_builder(setup, _user_data()), Hardware(device="cpu"))
+    finally:
+        plugins.unregister("network", "odd_net")
+
+
+def test_a_dataset_lacking_a_member_of_the_protocol_is_named():
+    from rewindkit.core.batches import DataProtocolError
+    from rewindkit.engine import runner
+
+    class NoSubset:
+        def __init__(self):
+            self._d = _user_data()
+
+        def __getattr__(self, name):
+            if name == "subset":
+                raise AttributeError(name)
+            return getattr(self._d, name)
+    try:
+        plugins.register_dataset("no_subset", NoSubset)
+        setup = {"dataset": "no_subset", "dataset_options": {}, "n_train": 50, "n_eval": None,
+                 "plugins": plugins.identity("mnist1d_resnet", "no_subset", "step")}
+        with pytest.raises(DataProtocolError, match="loaded a NoSubset, which lacks subset of the training-data"):
+            runner.load_dataset(setup, "cpu")
+    finally:
+        runner._DATA_CACHE.clear()
+        plugins.unregister("dataset", "no_subset")
+
+
+def test_an_interrupted_command_says_in_one_line_that_it_resumes(monkeypatch, capsys):
+    from rewindkit import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    import argparse
+
+    class Parser:
+        def parse_args(self, argv=None):
+            return argparse.Namespace(func=interrupted)
+    monkeypatch.setattr(cli, "build_parser", Parser)
+    assert cli.main(["grid", "smoke"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the same command resumes" in err
+
+
+def test_a_refused_notebook_parameter_creates_no_executed_folder(tmp_path):
+    from pathlib import Path
+
+    from rewindkit.notebook.workspace import run_notebooks
+    notebook = next(Path(__file__).resolve().parent.parent.joinpath("notebooks").glob("03_*.ipynb"))
+    with pytest.raises(ValueError, match="has no parameter 'network'"):
+        run_notebooks([notebook], {"network": "mine"}, executed_dir=tmp_path / "executed")
+    assert not (tmp_path / "executed").exists()

@@ -220,8 +220,12 @@ def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> 
     names = {id(m): n for n, m in model.named_modules()}
     entries = dict(Mask.ones(model))
     if len(config.fractions) != len({s for s, _ in blocks}):
-        raise ValueError(f"config {config.name!r} gives {len(config.fractions)} stage fractions; "
-                         f"this network has {len({s for s, _ in blocks})} stages")
+        n_stages = len({s for s, _ in blocks})
+        raise ValueError(f"config {config.name!r} gives {len(config.fractions)} stage fractions; this network has "
+                         f"{n_stages} stages. The structured grid takes the kit's configurations only "
+                         f"({', '.join(FILTER_CONFIGS)}, all of 3 stages but torchvision's); for this network prune "
+                         f"from Python: pruning.l1_filters(model, pruning.FilterConfig('mine', fractions=(p,) * "
+                         f"{n_stages}), level)")
     draw = random.Random(0)  # the authors reseed at every pruning call
     for j, (stage, block) in enumerate(blocks, start=1):
         conv_index = 2 * j

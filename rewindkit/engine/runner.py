@@ -189,7 +189,14 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
         # draws nothing of the run's; an empty layer is refused below by name, so torch's own warning
         # about it would only come first (a run that goes on builds the network again, warnings and all)
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-        model = prepare_model(build(), hardware)
+        model = build()
+        lazy = [n for n, p in model.named_parameters() if isinstance(p, torch.nn.parameter.UninitializedParameter)]
+        if lazy:
+            raise ValueError(f"network {setup['network']!r}: its parameter {lazy[0]!r} is not made yet (a Lazy "
+                             f"layer); the kit prunes and saves the weights a builder returns, so make them in the "
+                             f"builder: nn.Linear(in, out) with the size from data.input_shape, or run "
+                             f"model(torch.zeros(1, *data.input_shape)) before returning it")
+        model = prepare_model(model, hardware)
     with _named_network(setup["network"]):
         prunable = prunable_weight_names(model)
     left_out = unpruned_matrices(model) if getattr(model, "prunable", None) is None else []
@@ -226,8 +233,8 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
 
 def _protocol_problems(ds) -> list[str]:
     """What a loaded dataset lacks of the training-data protocol (:class:`rewindkit.core.batches.TrainingData`)."""
-    return [name for name in ("batches", "eval_batches", "n_train", "split_size", "to", "num_classes")
-            if not hasattr(ds, name)]
+    return [name for name in ("batches", "eval_batches", "n_train", "input_shape", "split_size", "to", "subset",
+                              "num_classes") if not hasattr(ds, name)]
 
 
 def execute(spec: RunSpec, root, hardware: Hardware = Hardware(), rewinds=(), log=None) -> dict:

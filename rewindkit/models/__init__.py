@@ -57,7 +57,7 @@ def build(name: str, data, **options) -> nn.Module:
         raise ValueError(f"network {name!r} could not be built with model_options {options}: "
                          f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
-        raise TypeError(f"network {name!r} must build a torch.nn.Module; its builder returned {type(model).__name__}")
+        raise ValueError(f"network {name!r} must build a torch.nn.Module; its builder returned {type(model).__name__}")
     if plugin.options["prunable"] is not None:
         model.prunable = tuple(plugin.options["prunable"](model))
     if plugin.options["metric"] and not plugin.builtin:

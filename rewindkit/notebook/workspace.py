@@ -94,8 +94,8 @@ def run_notebooks(paths, parameters: dict | None = None, *, executed_dir=None, t
         raise ValueError(f"timeout must be a whole number of seconds ≥ 1 per cell; got {timeout!r}")
     parameters = dict(parameters or {})
     executed_dir = Path(executed_dir or repo_root() / "executed").resolve()
-    executed_dir.mkdir(parents=True, exist_ok=True)
     checked = {p: check_parameters(p, parameters) for p in paths}  # all names checked before any run
+    executed_dir.mkdir(parents=True, exist_ok=True)  # and before anything is written
     jobs = [(path, executed_dir / path.name, checked[path], timeout) for path in paths]
     if at_once <= 1 or len(jobs) <= 1:
         for job in jobs:
