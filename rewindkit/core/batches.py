@@ -102,7 +102,7 @@ def _check_training_output(model, inputs, network: str) -> None:
     BatchNorm statistics nor anything else of it changes)."""
     import copy
     try:
-        trial = copy.deepcopy(model)
+        trial = copy.deepcopy(getattr(model, "_orig_mod", model))  # torch.compile's wrapper: its network, uncompiled
     except Exception:  # a network that cannot be copied is checked in eval mode only
         return
     trial.train()
