@@ -169,20 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_plugins(modules) -> None:
     """Import each ``--plugin`` module; a name two of them register is refused, naming both (the
     last would otherwise replace the first without a word)."""
+    from .core import pruning
     from .platform import registry
     from .plugins import load_module
+
+    def registered() -> dict[tuple[str, str], object]:
+        plugins = {(k, n): registry.get(k, n) for k in registry.KINDS for n in registry.user_names(k)}
+        configs = {("filter configuration", n): pruning.filter_config(n) for n in pruning.filter_config_names()
+                   if n not in pruning.FILTER_CONFIGS}
+        return plugins | configs
+
     owner: dict[tuple[str, str], str] = {}
     for module in modules:
-        before = {(k, n): registry.get(k, n) for k in registry.KINDS for n in registry.user_names(k)}
+        before = registered()
         load_module(module)
-        for kind in registry.KINDS:
-            for name in registry.user_names(kind):
-                if registry.get(kind, name) is before.get((kind, name)):
-                    continue
-                if (kind, name) in owner:
-                    raise ValueError(f"--plugin {module} registers {kind} {name!r}, which --plugin "
-                                     f"{owner[kind, name]} registered already; rename one of them")
-                owner[kind, name] = module
+        for (kind, name), plugin in registered().items():
+            if plugin is before.get((kind, name)):
+                continue
+            if (kind, name) in owner:
+                raise ValueError(f"--plugin {module} registers {kind} {name!r}, which --plugin "
+                                 f"{owner[kind, name]} registered already; rename one of them")
+            owner[kind, name] = module
 
 
 def main(argv=None) -> int:

@@ -30,6 +30,11 @@ What each plug-in is:
   ``recipe.lr_schedule = NAME``; its value at the last step is the fine-tuning LR (§1). Every value
   must be a finite number ≥ 0 (checked for every step when the schedule is made).
 
+* **filter configuration** — :func:`register_filter_config` ``(name, fractions, skip=, rounding=)``:
+  L1-filter pruning fractions per stage for the structured grid (``structured_configs=(name,)``),
+  for networks whose stage count or sensitivity the paper's configurations do not fit; its values
+  are part of the run ids.
+
 The optimizer is the recipe's: ``Recipe(optimizer="adam")`` (β, ε, gradient clipping) or SGD with
 momentum or Nesterov (:mod:`rewindkit.core.optimizers`).
 
@@ -115,6 +120,30 @@ def register_schedule(name: str, lr_at: Callable, *, version: str | None = None)
     return _register("schedule", name, lr_at, version)
 
 
+
+
+def register_filter_config(name: str, fractions, *, skip=(), rounding: str = "nearest"):
+    """Register an L1-filter pruning configuration (§3.2) for the structured grid
+    (``structured_configs=(name,)``): ``fractions`` gives, per stage of the network's residual blocks,
+    the fraction p of each block's first-conv filters that level 1 removes (level i removes
+    1 − (1 − p)^i); ``skip`` lists first convs left dense, numbered as in the paper (block j's first
+    conv is ``conv_2j``); ``rounding`` of fractional filter counts is ``"nearest"`` (keeping at least
+    one filter) or the authors' ``"stochastic"``. Its values join the run ids; the kit's own
+    configurations (``resnet56_a``, …, ``generic_b``) cannot be replaced. Returns the
+    :class:`~rewindkit.core.pruning.FilterConfig`."""
+    from .core import pruning
+    if isinstance(skip, (str, bytes)) or not hasattr(skip, "__iter__"):
+        raise ValueError(f"filter configuration {name!r}: skip must be a sequence of conv numbers; got {skip!r}")
+    if isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__iter__"):
+        raise ValueError(f"filter configuration {name!r}: fractions must give one fraction 0 ≤ p < 1 per stage, "
+                         f"e.g. (0.5, 0.3, 0.1); got {fractions!r}")
+    return pruning.register_filter_config(pruning.FilterConfig(name, tuple(fractions), tuple(skip), rounding=rounding))
+
+
+def unregister_filter_config(name: str) -> None:
+    """Remove a filter configuration registered with :func:`register_filter_config`."""
+    from .core import pruning
+    pruning.unregister_filter_config(name)
 
 
 class PluginImportError(ValueError):

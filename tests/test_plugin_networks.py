@@ -795,3 +795,108 @@ def test_a_refused_notebook_parameter_creates_no_executed_folder(tmp_path):
     with pytest.raises(ValueError, match="has no parameter 'network'"):
         run_notebooks([notebook], {"network": "mine"}, executed_dir=tmp_path / "executed")
     assert not (tmp_path / "executed").exists()
+
+
+# -- a filter configuration of the user's for the structured grid (fourth session's #21) -------------
+
+@pytest.fixture
+def half_config():
+    from rewindkit.core import pruning
+    yield plugins.register_filter_config("half", fractions=(0.5, 0.5, 0.5))
+    pruning.unregister_filter_config("half")
+
+
+def test_a_registered_filter_configuration_prunes_in_the_structured_grid_with_its_values_in_the_run_ids(half_config):
+    from rewindkit.core import pruning
+    from rewindkit.engine.grids import grid_specs
+    from rewindkit.engine.runs import uses_plugins
+    before = {s.id for s in grid_specs(get_profile("smoke", structured_configs=("generic_a",)), "structured")}
+    P = get_profile("smoke", structured_configs=("half", "generic_a"))
+    specs = grid_specs(P, "structured")
+    mine = [s for s in specs if s.pruning is not None and s.pruning.config == "half"]
+    assert mine and {s.pruning.label for s in mine} == {"structured_half"}
+    assert all(uses_plugins(s) for s in mine)  # trained in this process: workers do not know the name
+    assert not any(uses_plugins(s) for s in specs if s not in mine)
+    assert before <= {s.id for s in specs}  # the kit's configurations keep their ids
+    # level L removes 1 - 0.5^L of each block's first-conv filters, rounded to nearest
+    from rewindkit import models
+    model = models.vision_network("mnist1d_resnet", **P.model_options)
+    for level in (1, 2):
+        mask = pruning.l1_filters(model, "half", level)
+        for _, block in pruning.residual_blocks(model):
+            name = next(n for n, m in model.named_modules() if m is block.conv1)
+            kept = int(mask[f"{name}.weight"].flatten(1).any(1).sum())
+            n = block.conv1.out_channels
+            assert kept == n - min(int(n * (1 - 0.5**level) + 0.5), n - 1)
+    # other fractions under the same name are other runs
+    plugins.register_filter_config("half", fractions=(0.5, 0.5, 0.25))
+    changed = {s.id for s in grid_specs(P, "structured") if s.pruning is not None and s.pruning.config == "half"}
+    assert changed.isdisjoint({s.id for s in mine})
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: plugins.register_filter_config("generic_a", fractions=(0.1,) * 3), "'generic_a' is one of the kit's own"),
+    (lambda: plugins.register_filter_config("mine", fractions=()), "fractions must give one fraction 0 ≤ p < 1"),
+    (lambda: plugins.register_filter_config("mine", fractions=(0.5, 1.0)), "got (0.5, 1.0)"),
+    (lambda: plugins.register_filter_config("mine", fractions="0.5"), "fractions must give one fraction"),
+    (lambda: plugins.register_filter_config("mine", fractions=(0.5,), skip=(3,)), "(block j's first conv is conv_2j"),
+    (lambda: plugins.register_filter_config("mine", fractions=(0.5,), rounding="up"),
+     "unknown rounding 'up'; valid: nearest, stochastic"),
+    (lambda: plugins.register_filter_config("my config", fractions=(0.5,)), "a Python identifier; got 'my config'"),
+])
+def test_a_bad_filter_configuration_is_refused_naming_the_value(call, message):
+    from rewindkit.core import pruning
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+    assert "mine" not in pruning.filter_config_names()
+
+
+def test_a_filter_configuration_with_the_wrong_stage_count_says_how_to_register_one():
+    from rewindkit import models
+    from rewindkit.core import pruning
+    model = models.vision_network("mnist1d_resnet", depth=8, width=8)
+    with pytest.raises(ValueError, match=r"plugins.register_filter_config\('mine', fractions=\(p,\) \* 3\)"):
+        pruning.l1_filters(model, pruning.FilterConfig("two", fractions=(0.5, 0.5)), 1)
+    with pytest.raises(ValueError, match="unknown filter-pruning config 'nope'; valid configs: resnet56_a"):
+        get_profile("smoke", structured_configs=("nope",))
+
+
+def test_the_command_line_takes_a_filter_configuration_from_a_plugin_file(tmp_path, monkeypatch, capsys):
+    from rewindkit import cli
+    from rewindkit.core import pruning
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs.py").write_text("from rewindkit import plugins\n"
+                                         "plugins.register_filter_config('thirds', fractions=(1/3, 1/3, 1/3))\n")
+    try:
+        assert cli.main(["grid", "smoke", "--kind", "structured", "--plugin", "configs.py",
+                         "--set", "structured_configs=('thirds',)", "--plan"]) == 0
+        out = capsys.readouterr().out
+        assert "runs: 19 = 1 dense + 4 fine_tuning" in out  # one configuration, not smoke's two
+        assert "threads in this process" in out  # worker processes would not know the configuration
+    finally:
+        pruning.unregister_filter_config("thirds")
+        import sys
+        sys.modules.pop("configs", None)
+
+
+def test_a_stored_run_of_a_users_filter_configuration_reads_back_without_registering_it(half_config):
+    from rewindkit.core import pruning
+    from rewindkit.engine.grids import grid_specs
+    from rewindkit.engine.runs import RunSpec
+    spec = next(s for s in grid_specs(get_profile("smoke", structured_configs=("half",)), "structured")
+                if s.pruning is not None)
+    pruning.unregister_filter_config("half")
+    back = RunSpec.from_config(spec.config())
+    assert back.id == spec.id and back.pruning.resolved == spec.pruning.resolved
+    assert back.pruning.label == "structured_half"
+
+
+def test_a_users_filter_configuration_trains_and_reports_the_density_it_pruned_to(half_config, tmp_path):
+    from rewindkit import models
+    from rewindkit.core import pruning
+    P = get_profile("smoke", structured_configs=("half",), structured_levels=(2,),
+                    structured_techniques=("fine_tuning",), structured_retrain_times=(1,))
+    table = experiments.run_grid(P, "structured", out=tmp_path).results
+    row = table[table.technique == "fine_tuning"].iloc[0]
+    expected = pruning.l1_filters(models.vision_network("mnist1d_resnet", **P.model_options), "half", 2).density()
+    assert row.pruning == "structured_half" and row.density == pytest.approx(expected, abs=5e-7)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -175,6 +175,62 @@ FILTER_CONFIGS: dict[str, FilterConfig] = {
     "generic_b": FilterConfig("generic_b", (0.6, 0.3, 0.1), variant="b"),
 }
 LEVELS = (1, 2, 3, 4, 5)
+_USERS_FILTER_CONFIGS: dict[str, FilterConfig] = {}  # registered by the user (rewindkit.plugins.register_filter_config)
+
+
+def register_filter_config(config: FilterConfig) -> FilterConfig:
+    """Make a configuration of the user's a name the structured grid takes (``structured_configs``).
+    Its fractions, skipped layers and rounding join the id of every run that prunes with it
+    (:meth:`FilterPruning.to_dict`), so changing them never reuses an old run."""
+    if not isinstance(config, FilterConfig):
+        raise ValueError(f"a filter configuration is a pruning.FilterConfig; got {config!r}")
+    if not isinstance(config.name, str) or not config.name.isidentifier():
+        raise ValueError(f"a filter configuration needs a name that is a Python identifier; got {config.name!r}")
+    if config.name in FILTER_CONFIGS:
+        raise ValueError(f"{config.name!r} is one of the kit's own filter configurations "
+                         f"({', '.join(FILTER_CONFIGS)}); choose another name")
+    fractions = config.fractions
+    if (isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__iter__") or not tuple(fractions)
+            or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1 for p in fractions)):
+        raise ValueError(f"filter configuration {config.name!r}: fractions must give one fraction 0 ≤ p < 1 of "
+                         f"filters to remove per stage of the network, e.g. (0.5, 0.3, 0.1); got {fractions!r}")
+    bad_skip = [c for c in config.skip if isinstance(c, bool) or not isinstance(c, int) or c < 2 or c % 2]
+    if bad_skip:
+        raise ValueError(f"filter configuration {config.name!r}: skip lists first convs of residual blocks by the "
+                         f"paper's numbering (block j's first conv is conv_2j: 2, 4, 6, …); got {bad_skip[0]!r}")
+    if config.rounding not in ROUNDINGS:
+        raise ValueError(f"filter configuration {config.name!r}: unknown rounding {config.rounding!r}; "
+                         f"valid: {', '.join(ROUNDINGS)}")
+    if config.depth is not None or config.paper_density is not None or config.variant:
+        raise ValueError(f"filter configuration {config.name!r}: depth, paper_density and variant describe the "
+                         f"paper's own configurations; leave them out of yours")
+    config = FilterConfig(config.name, tuple(float(p) for p in fractions), frozenset(config.skip),
+                          rounding=config.rounding)
+    _USERS_FILTER_CONFIGS[config.name] = config
+    return config
+
+
+def unregister_filter_config(name: str) -> None:
+    """Remove a configuration of the user's (the kit's own cannot be removed)."""
+    if name in FILTER_CONFIGS:
+        raise ValueError(f"{name!r} is one of the kit's own filter configurations and cannot be unregistered")
+    _USERS_FILTER_CONFIGS.pop(name, None)
+
+
+def filter_config_names() -> tuple[str, ...]:
+    """Every configuration the structured grid takes by name: the kit's, then the user's."""
+    return tuple(FILTER_CONFIGS) + tuple(_USERS_FILTER_CONFIGS)
+
+
+def filter_config(name: str) -> FilterConfig:
+    """The configuration ``name`` (the kit's own or a registered one); an unknown name lists the valid ones."""
+    config = FILTER_CONFIGS.get(name) if isinstance(name, str) else None
+    config = config or (_USERS_FILTER_CONFIGS.get(name) if isinstance(name, str) else None)
+    if config is None:
+        hint = (" (register a FilterConfig of your own with rewindkit.plugins.register_filter_config and name it)"
+                if isinstance(name, FilterConfig) else "")
+        raise ValueError(f"unknown filter-pruning config {name!r}{hint}; valid configs: {', '.join(filter_config_names())}")
+    return config
 
 
 def filter_count(fraction: float, n_filters: int, rounding: str, draw: random.Random) -> int:
@@ -193,10 +249,8 @@ def filter_count(fraction: float, n_filters: int, rounding: str, draw: random.Ra
 
 
 def _check_filter_pruning(config: str | FilterConfig, level) -> tuple[FilterConfig, int]:
-    if isinstance(config, str):
-        if config not in FILTER_CONFIGS:
-            raise ValueError(f"unknown filter-pruning config {config!r}; valid configs: {', '.join(FILTER_CONFIGS)}")
-        config = FILTER_CONFIGS[config]
+    if not isinstance(config, FilterConfig):
+        config = filter_config(config)
     if isinstance(level, bool) or not isinstance(level, int) or level < 1:
         raise ValueError(f"level must be a positive integer (the paper uses {LEVELS}); got {level!r}")
     return config, level
@@ -222,10 +276,9 @@ def l1_filters(model: nn.Module, config: str | FilterConfig, level: int = 1) -> 
     if len(config.fractions) != len({s for s, _ in blocks}):
         n_stages = len({s for s, _ in blocks})
         raise ValueError(f"config {config.name!r} gives {len(config.fractions)} stage fractions; this network has "
-                         f"{n_stages} stages. The structured grid takes the kit's configurations only "
-                         f"({', '.join(FILTER_CONFIGS)}, all of 3 stages but torchvision's); for this network prune "
-                         f"from Python: pruning.l1_filters(model, pruning.FilterConfig('mine', fractions=(p,) * "
-                         f"{n_stages}), level)")
+                         f"{n_stages} stages (the kit's configurations have 3, torchvision's ResNet-34's 4). "
+                         f"Give this network one of its own: plugins.register_filter_config('mine', "
+                         f"fractions=(p,) * {n_stages}), then structured_configs=('mine',)")
     draw = random.Random(0)  # the authors reseed at every pruning call
     for j, (stage, block) in enumerate(blocks, start=1):
         conv_index = 2 * j
@@ -305,27 +358,57 @@ class GlobalMagnitude:
 
 @dataclass(frozen=True)
 class FilterPruning:
-    """L1-norm filter pruning with configuration ``config`` at compression ``level`` (§3.2)."""
+    """L1-norm filter pruning with configuration ``config`` at compression ``level`` (§3.2). A
+    configuration of the user's is resolved once, when the description is made: the run it
+    describes prunes with, and is identified by, those values even if the name is registered again."""
 
     config: str
     level: int
+    resolved: FilterConfig | None = field(default=None, repr=False, compare=False)  # set for the user's configs
     method: ClassVar[str] = "l1_filters"
 
     def __post_init__(self):
-        _check_filter_pruning(self.config, self.level)
+        if not isinstance(self.config, str):
+            filter_config(self.config)  # refused, naming the valid configurations and how to register one
+        if self.resolved is not None:  # a stored run's own values (from_dict): no registration needed
+            _check_filter_pruning(self.resolved, self.level)
+            return
+        config, _ = _check_filter_pruning(self.config, self.level)
+        if self.config not in FILTER_CONFIGS:
+            object.__setattr__(self, "resolved", config)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FilterPruning:
+        """The inverse of :meth:`to_dict`: a user's configuration comes back with its stored values."""
+        if "fractions" not in d:
+            return cls(d["config"], d["level"])
+        return cls(d["config"], d["level"], FilterConfig(d["config"], tuple(d["fractions"]), frozenset(d["skip"]),
+                                                         rounding=d["rounding"]))
+
+    @property
+    def users(self) -> bool:
+        """Whether the configuration is one the user registered (worker processes do not know it)."""
+        return self.config not in FILTER_CONFIGS
 
     @property
     def label(self) -> str:
-        return f"structured_{FILTER_CONFIGS[self.config].variant}"
+        """The "pruning" column: the paper's ``structured_a``/``structured_b``, or ``structured_NAME``."""
+        return f"structured_{self.config}" if self.users else f"structured_{FILTER_CONFIGS[self.config].variant}"
 
     def apply(self, model: nn.Module, mask: Mask | None = None) -> Mask:
-        return l1_filters(model, self.config, self.level)  # one-shot: filters of the dense network
+        return l1_filters(model, self.resolved or self.config, self.level)  # one-shot: filters of the dense network
 
     def describe(self) -> str:
         return f"{self.config} L{self.level}"
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "config": self.config, "level": self.level}
+        """Part of the run id: the kit's configurations by name (so every earlier id stands), the
+        user's by what they prune too."""
+        out = {"method": self.method, "config": self.config, "level": self.level}
+        if self.resolved is not None:
+            r = self.resolved
+            out.update(fractions=list(r.fractions), skip=sorted(r.skip), rounding=r.rounding)
+        return out
 
 
 @dataclass(frozen=True)
@@ -389,4 +472,7 @@ def pruning_from_dict(d: dict) -> Pruning:
     method = d.get("method")
     if method not in PRUNING_METHODS:
         raise ValueError(f"unknown pruning method {method!r}; valid methods: {', '.join(PRUNING_METHODS)}")
-    return PRUNING_METHODS[method](**{k: v for k, v in d.items() if k != "method"})
+    cls = PRUNING_METHODS[method]
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(d)
+    return cls(**{k: v for k, v in d.items() if k != "method"})

@@ -58,8 +58,9 @@ def setup_from_profile(profile: Profile) -> dict:
 
 
 def uses_plugins(spec: RunSpec) -> bool:
-    """Whether a run needs plug-ins registered in this process (worker processes do not have them)."""
-    return bool(spec.setup.get("plugins"))
+    """Whether a run needs plug-ins registered in this process (worker processes do not have them):
+    a network, dataset, metric or schedule of the user's, or a filter configuration of the user's."""
+    return bool(spec.setup.get("plugins")) or bool(getattr(spec.pruning, "users", False))
 
 
 @dataclass(frozen=True)
