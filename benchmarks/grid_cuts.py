@@ -21,7 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rewindkit.engine.grids import grid_specs  # noqa: E402
 from rewindkit.engine.profiles import get_profile  # noqa: E402
 from rewindkit.notebook import after_paper  # noqa: E402
-from run import REPRODUCE_BUDGET_REFERENCES  # noqa: E402
+from run import ISSUE_DAY_KIT_EPOCH_SECONDS, REPRODUCE_BUDGET_SECONDS  # noqa: E402
+
+# the logs of 2026-12-05 count references in kit laptop epochs (the reference until 2026-12-06), so
+# the budget is counted in the same unit here
+BUDGET_KIT_EPOCHS = REPRODUCE_BUDGET_SECONDS / ISSUE_DAY_KIT_EPOCH_SECONDS
 
 # notebook 06's chains at today's budgets (FT and LRR at T = 8, WR at 6) whatever the t grid
 _CHAINS = {"iterative_retrain_times": {"fine_tuning": 8, "weight_rewinding": 6, "lr_rewinding": 8}}
@@ -58,7 +62,7 @@ def measured_references(log: str) -> dict[str, float]:
 
 
 def main(log: str) -> None:
-    refs, budget = measured_references(log), REPRODUCE_BUDGET_REFERENCES
+    refs, budget = measured_references(log), BUDGET_KIT_EPOCHS
     shipped = notebook_epochs(get_profile("laptop"), get_profile("translation"))
     rate = {nb: refs[nb] / shipped[nb] for nb in GRID_NOTEBOOKS}
     rest = sum(v for nb, v in refs.items() if nb not in GRID_NOTEBOOKS)

@@ -2,7 +2,8 @@
 
 On the issue's day notebooks 01-11 of commit c3e823a took 1,179 s in a fresh clone. This times the
 same notebooks of the same commit here, between two timings of the fixed reference workload
-(``run.reference_seconds``, today's code), so the issue's day's reference follows as
+(``run.reference_seconds``: ``benchmarks/reference_workload.py``; until 2026-12-06 the kit's own
+laptop epoch, ``run.kit_epoch_seconds``), so the issue's day's reference follows as
 1,179 s / (today's seconds / today's reference), and the budget in references from it
 (``ISSUE_DAY_REFERENCE_SECONDS`` and ``REPRODUCE_BUDGET_REFERENCES`` in ``benchmarks/run.py``).
 

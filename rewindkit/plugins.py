@@ -14,7 +14,7 @@ What each plug-in is:
   ``num_classes``, ``input_shape`` or vocabularies). The structured grid (L1-filter pruning, §3.2)
   needs residual blocks, as the kit's ResNets have them (:mod:`rewindkit.core.residual`); a network
   without them is refused before anything trains. ``prunable(model) -> [parameter names]`` says
-  what global magnitude pruning may remove (default: every conv and linear weight, §3.1; the
+  what global magnitude pruning may remove (default: the weight of every Conv1d/2d/3d and Linear layer, §3.1, not ConvTranspose; the
   authors' GNMT pruned every weight, embeddings and LSTM biases included). ``metric`` names what
   the network is evaluated by and labelled with (``"accuracy"``, ``"bleu"`` or a registered one;
   default: the data's ``metric``, else accuracy).
@@ -82,7 +82,16 @@ def _register(kind: str, name: str, call: Callable, version: str | None, identif
 def register_network(name: str, build: Callable, *, prunable: Callable | None = None, metric: str | None = None,
                      version: str | None = None) -> Plugin:
     """Register ``build(data, **model_options) -> nn.Module`` as network ``name``. ``metric``: what
-    it is evaluated by and labelled with (None: the data's own metric, accuracy by default)."""
+    it is evaluated by and labelled with (None: the data's own metric, accuracy by default).
+    ``prunable``: a function ``model -> [parameter names]`` (None: the weight of every Conv1d/2d/3d and Linear layer)."""
+    from .core.metrics import PAPER_ONLY_NETWORKS
+    if name in PAPER_ONLY_NETWORKS:
+        raise ValueError(f"{name!r} names one of the paper's networks in the authors' released results "
+                         f"({', '.join(PAPER_ONLY_NETWORKS)}: their metric, T and titles are the paper's); choose another name")
+    if prunable is not None and not callable(prunable):
+        raise ValueError(f"network {name!r}: prunable must be a function model -> [parameter names]; got "
+                         f"{prunable!r}" + (" (wrap a fixed list: prunable=lambda model: [...])"
+                                            if isinstance(prunable, (list, tuple, set, str)) else ""))
     return _register("network", name, build, version, (prunable,), prunable=prunable, metric=metric)
 
 

@@ -900,3 +900,124 @@ def test_a_users_filter_configuration_trains_and_reports_the_density_it_pruned_t
     row = table[table.technique == "fine_tuning"].iloc[0]
     expected = pruning.l1_filters(models.vision_network("mnist1d_resnet", **P.model_options), "half", 2).density()
     assert row.pruning == "structured_half" and row.density == pytest.approx(expected, abs=5e-7)
+
+
+# -- a fourth new user's session: names, counts and values checked before anything trains -------------
+
+@pytest.fixture
+def user_net():
+    """A one-layer network of 36 prunable weights on the small data, and a profile factory for it."""
+    plugins.register_dataset("small_data", small_data)
+    plugins.register_network("lin36", lambda data: nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
+    yield lambda **kw: get_profile("smoke", **{"dataset": "small_data", "network": "lin36", "recipe": RECIPE,
+                                               "densities": (0.25,), "retrain_times": (1,),
+                                               "techniques": ("lr_rewinding",), **kw})
+    for kind, name in (("network", "lin36"), ("dataset", "small_data"), ("metric", "bad_on_test"),
+                       ("network", "ruled")):
+        plugins.unregister(kind, name)
+
+
+@pytest.mark.parametrize("name", ["gnmt", "vgg16_nofc"])
+def test_the_papers_own_network_names_cannot_be_taken(name):
+    with pytest.raises(ValueError, match=f"'{name}' names one of the paper's networks in the authors' released results"):
+        plugins.register_network(name, lambda data: nn.Linear(2, 2))
+    assert plugins.get("network", name) is None
+
+
+def test_a_network_the_paper_did_not_train_needs_its_T_for_the_safe_zone_and_the_budgets():
+    import pandas as pd
+    from rewindkit import plots
+    from rewindkit.paper import reference
+    agg = pd.DataFrame({"network": ["mine"] * 2, "pruning": "unstructured", "schedule": "iterative",
+                        "technique": "lr_rewinding", "density": [0.8, 0.64], "retrain_time": [1.0, 1.0],
+                        "delta_median": [0.0, 0.0], "delta_min": [0.0, 0.0], "delta_max": [0.0, 0.0]})
+    with pytest.raises(ValueError, match=r"network 'mine' is not one of the paper's .*: pass T="):
+        reference.fixed_budget_curves(agg)
+    with pytest.raises(ValueError, match=r"pass T="):
+        plots.accuracy_vs_time(agg.assign(schedule="one_shot"), network="mine")
+    assert reference.training_epochs("mine", 2) == 2 and reference.training_epochs("resnet56") == 182
+    assert len(reference.fixed_budget_curves(agg, T=1)) == 2  # LRR's budget at T = 1 is t = 1
+
+
+def test_a_retraining_time_written_as_a_float_is_the_same_run(user_net):
+    from rewindkit.engine.grids import grid_specs
+    as_int, as_float = (grid_specs(user_net(retrain_times=t), "one_shot") for t in ((1,), (1.0,)))
+    assert [s.id for s in as_int] == [s.id for s in as_float]
+    assert user_net(retrain_times=(1, 1.0)).retrain_times == (1,)
+    assert len(grid_specs(user_net(retrain_times=(1, 1.0)), "one_shot")) == 2  # the dense run and one retraining run
+
+
+@pytest.mark.parametrize("kind, options, message", [
+    ("iterative", {"iterative_levels": 13}, "iterative level 12 and iterative level 13 (density 0.0549756) both keep "
+                                             "2 of the 36 prunable weights of network 'lin36': one pruning twice, which the tables would "
+                                             "count as two trials; this network has room for iterative_levels=12"),
+    ("one_shot", {"densities": (0.1, 0.11)}, "density 0.11 and density 0.1 both keep 4 of the 36 prunable weights of network 'lin36'"),
+    ("one_shot", {"densities": (1e-6,)}, "density 1e-06 keeps none of the 36 prunable weights of network 'lin36'; "
+                                         "the smallest density it can be pruned to is 1/36 = 0.0278"),
+])
+def test_densities_that_keep_the_same_count_or_none_are_refused_before_anything_is_written(user_net, tmp_path, kind,
+                                                                                          options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        experiments.run_grid(user_net(**options), kind, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    from rewindkit.engine.grids import grid_specs
+    from rewindkit.engine.runner import check_kept_counts
+    check_kept_counts(grid_specs(user_net(iterative_levels=11), "iterative"))  # 11 levels keep 29, 23, …, 3: all apart
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"momentum": 0.0, "nesterov": True}, "nesterov=True is SGD's Nesterov momentum: it needs optimizer='sgd' and momentum > 0"),
+    ({"optimizer": "adam", "nesterov": True}, "got optimizer='adam', momentum=0.9"),
+    ({"nesterov": 1}, "nesterov must be True or False; got 1"),
+])
+def test_nesterov_without_sgd_momentum_is_refused_by_the_recipe(options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Recipe(**options)
+
+
+@pytest.mark.parametrize("levels", [0, -2, 1.5, True])
+def test_iterative_levels_must_be_a_whole_number_of_rounds(levels):
+    with pytest.raises(ValueError, match=f"iterative_levels must be a whole number ≥ 1 .*; got {levels!r}"):
+        get_profile("smoke", iterative_levels=levels)
+
+
+def test_a_metric_bad_only_on_the_test_split_is_refused_before_the_dense_run_trains(user_net, tmp_path):
+    plugins.register_metric("bad_on_test", lambda model, data, split: 0.5 if split == "val" else 1.5, range=(0, 1))
+    plugins.register_network("lin36", lambda data: nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), metric="bad_on_test")
+    with pytest.raises(ValueError, match="bad_on_test"):
+        experiments.run_grid(user_net(), "one_shot", tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").rglob("config.json"))
+
+
+@pytest.mark.parametrize("rule, message", [
+    (["1.weight"], "prunable must be a function model -> [parameter names]; got ['1.weight'] (wrap a fixed list"),
+    (lambda model: None, "its prunable rule must give a list of parameter names, e.g. ['fc.weight']; it gave None"),
+    (lambda model: "1.weight", "its prunable rule must give a list of parameter names, e.g. ['fc.weight']; it gave '1.weight'"),
+    (lambda model: model.nothing, "its prunable rule raised AttributeError: "),
+])
+def test_a_bad_prunable_rule_is_named_with_its_network(user_net, tmp_path, rule, message):
+    def register():
+        plugins.register_network("ruled", lambda data: nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), prunable=rule)
+    if not callable(rule):
+        with pytest.raises(ValueError, match=f"network 'ruled': {message}".replace("(", r"\(").replace(")", r"\)")
+                           .replace("[", r"\[").replace("]", r"\]")):
+            register()
+        return
+    register()
+    with pytest.raises(ValueError, match=f"network 'ruled': {message}".replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        experiments.run_grid(user_net(network="ruled"), "one_shot", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_magnitude_pruning_of_a_network_with_nothing_to_prune_says_so():
+    from rewindkit.core import pruning
+    with pytest.raises(ValueError, match="Bilinear has nothing to prune: .* Conv1d/2d/3d and Linear layers"):
+        pruning.global_magnitude(nn.Bilinear(3, 3, 2), 0.5)
+
+
+def test_a_schedule_that_is_zero_at_every_step_is_refused():
+    from rewindkit.core.schedules import FunctionSchedule, ScheduleValueError
+    with pytest.raises(ScheduleValueError, match="gave the learning rate 0 at every one of its 6 steps"):
+        FunctionSchedule(lambda step, total: 0.0, 3, 2, name="frozen")
+    assert FunctionSchedule(lambda step, total: 0.0 if step else 0.1, 3, 2).values[0] == 0.1

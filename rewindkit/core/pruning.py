@@ -47,7 +47,12 @@ def _check_density(density: float) -> float:
 
 def _base_mask(model: nn.Module, mask: Mask | None) -> Mask:
     if mask is None:
-        return Mask.ones(model)
+        mask = Mask.ones(model)
+        if not mask.weight_names:
+            raise ValueError(f"{type(model).__name__} has nothing to prune: magnitude pruning (§3.1) prunes the weights "
+                             f"of Conv1d/2d/3d and Linear layers by default, and it has none; name its prunable "
+                             f"parameters with model.prunable = [names] (register_network(..., prunable=...))")
+        return mask
     mask.check_model(model)
     return mask
 
@@ -364,7 +369,7 @@ class FilterPruning:
 
     config: str
     level: int
-    resolved: FilterConfig | None = field(default=None, repr=False, compare=False)  # set for the user's configs
+    resolved: FilterConfig | None = field(default=None, repr=False)  # set for the user's configs
     method: ClassVar[str] = "l1_filters"
 
     def __post_init__(self):

@@ -76,6 +76,11 @@ class Recipe:
             value = getattr(self, name)
             if not (_is_number(value) and low <= value < high and value < float("inf")):
                 raise ValueError(f"{name} must be a number in [{low}, {high:g}) ({paper} in the paper); got {value!r}")
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(f"nesterov must be True or False; got {self.nesterov!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError(f"nesterov=True is SGD's Nesterov momentum: it needs optimizer='sgd' and momentum > 0 "
+                             f"(ImageNet: 0.9); got optimizer={self.optimizer!r}, momentum={self.momentum!r}")
         if self.fine_tune_lr is not None and not (_is_number(self.fine_tune_lr) and 0 < self.fine_tune_lr < float("inf")):
             raise ValueError(f"fine_tune_lr must be a positive number, or None for the schedule's final LR; got "
                              f"{self.fine_tune_lr!r}")

@@ -297,6 +297,9 @@ class FunctionSchedule(_PerIteration):
                 raise ScheduleValueError(f"schedule {self.name!r} gave the learning rate {raw!r} at step {step} "
                                          f"of {total}; a learning rate must be a finite number ≥ 0")
             values.append(lr)
+        if values and not any(values):
+            raise ScheduleValueError(f"schedule {self.name!r} gave the learning rate 0 at every one of its {total} steps: "
+                                     f"the network would not train")
         object.__setattr__(self, "values", tuple(values))
 
     def lr(self, step: int) -> float:

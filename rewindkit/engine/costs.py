@@ -125,8 +125,8 @@ def expected_wait(profile: Profile, kind: str, out=None) -> str:
     """What a notebook says before it trains: the grid's remaining training time from the shipped
     throughput table — measured on this device, or else on the CPU the table was measured on (named,
     with a warning that this one may differ) — with the runs it trains at once."""
-    from .runner import check_filter_pruning
-    check_filter_pruning(grid_specs(profile, kind))  # a plug-in network the structured grid cannot prune
+    from .runner import check_grid_pruning
+    check_grid_pruning(grid_specs(profile, kind))  # a plug-in network the structured grid cannot prune
     cost = grid_cost(profile, kind, out)
     if not cost.remaining_epochs:
         return f"All {cost.runs} runs of this grid are already in the results folder: nothing to train."
@@ -197,8 +197,8 @@ def probe(profile: Profile, steps: int = PROBE_STEPS, packing: int = 1, data=Non
 
 def plan_report(profile: Profile, kind: str, out=None, *, probe_device: bool = False) -> str:
     """The text of ``--plan``: runs by kind and technique, epochs, finished, and the estimated time."""
-    from .runner import check_filter_pruning
-    check_filter_pruning(grid_specs(profile, kind))  # a plug-in network the structured grid cannot prune
+    from .runner import check_grid_pruning
+    check_grid_pruning(grid_specs(profile, kind))  # a plug-in network the structured grid cannot prune
     cost = grid_cost(profile, kind, out)
     lines = [f"{kind} grid of profile {profile.name!r} ({workload(profile)}):",
              f"  runs: {cost.runs} = {cost.dense} dense + "

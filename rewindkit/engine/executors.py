@@ -17,7 +17,7 @@ from .costs import duration, eta_seconds
 from .grids import needed_rewinds
 from ..platform.cores import describe_workers, resolve_workers
 from ..platform.hardware import RUN_THREADS, Hardware, check_device, own_stream, run_threads
-from .runner import check_filter_pruning, execute
+from .runner import check_grid_pruning, execute
 from .runs import RunSpec, RunStore, uses_plugins
 from ..core.training import progress_enabled
 
@@ -91,7 +91,7 @@ def run_specs(specs: list[RunSpec], out, hardware: Hardware = Hardware(), worker
     plugin_runs = any(uses_plugins(s) for s in specs)
     requested = workers
     workers, packing = concurrency(workers, hardware, plugin_runs)  # checked before anything is written
-    check_filter_pruning(specs)
+    check_grid_pruning(specs)
     unique, need, results, pending = _pending(specs, out)
     if pending:  # finished runs are read on any machine; training needs the device
         check_device(hardware)

@@ -14,7 +14,7 @@ final signs on every retraining start; both are part of each run's id.
 
 from __future__ import annotations
 
-from .profiles import GRID_KINDS, Profile
+from .profiles import GRID_KINDS, Profile, plain_time
 from ..core.pruning import ITERATIVE_DIGITS, FilterPruning, geometric_density, unstructured_pruning
 from .runs import RunSpec, setup_from_profile
 from ..core.techniques import StartFrom, starts_from
@@ -79,7 +79,7 @@ def iterative_specs(profile: Profile, techniques=None) -> list[RunSpec]:
             for t in times:
                 parent = dense.id
                 for level in range(1, profile.iterative_levels + 1):
-                    spec = RunSpec(dense.setup, dense.seed, tech, _plain(t),
+                    spec = RunSpec(dense.setup, dense.seed, tech, plain_time(t),
                                    unstructured_pruning(profile.pruning, geometric_density(level, ITERATIVE_DIGITS),
                                                         dense.seed),
                                    "iterative", parent, dense.id, level, signs=profile.signs)
@@ -88,9 +88,6 @@ def iterative_specs(profile: Profile, techniques=None) -> list[RunSpec]:
     return specs
 
 
-def _plain(t: float):
-    """t as the profile writes it (4, not 4.0), so run ids do not depend on how t was computed."""
-    return int(t) if float(t).is_integer() else t
 
 
 def structured_specs(profile: Profile, techniques=None) -> list[RunSpec]:

@@ -20,6 +20,7 @@ its :class:`~rewindkit.platform.hardware.Hardware` (never part of it). Any field
 from __future__ import annotations
 
 import ast
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..platform.cores import check_workers
@@ -31,6 +32,14 @@ from ..core.signs import check_signs
 from ..core.techniques import iterative_budgets
 
 GRID_KINDS = ("one_shot", "iterative", "structured")
+
+
+def plain_time(t):
+    """A retraining time t as a profile writes it (4, not 4.0), so run ids do not depend on how t was
+    written or computed; anything else is left for :meth:`Profile.validate` to refuse."""
+    if isinstance(t, numbers.Real) and not isinstance(t, (bool, int)) and float(t).is_integer():
+        return int(t)
+    return t
 
 
 def chain_budgets(T: int, retrain_times) -> dict:
@@ -103,7 +112,13 @@ class Profile:
                 continue  # None: same as retrain_times / techniques
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise ValueError(f"{name} must be a sequence, e.g. {name}=({value!r},); got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+            value = tuple(value)
+            if name in ("retrain_times", "structured_retrain_times", "iterative_retrain_grid"):
+                value = tuple(dict.fromkeys(plain_time(t) for t in value))  # 4.0 is 4: one run id, one run
+            object.__setattr__(self, name, value)
+        if isinstance(self.iterative_retrain_times, dict):
+            object.__setattr__(self, "iterative_retrain_times",
+                               {tech: plain_time(t) for tech, t in self.iterative_retrain_times.items()})
         if self.iterative_retrain_times is None:
             if not self.retrain_times:  # the chains' budgets come from it
                 raise ValueError("retrain_times must hold at least one retraining time t (epochs), e.g. (2, 4, 6, 8), "
@@ -133,6 +148,9 @@ class Profile:
         for c in self.structured_configs:
             for level in self.structured_levels:
                 pruning.FilterPruning(c, level)
+        if isinstance(self.iterative_levels, bool) or not isinstance(self.iterative_levels, int) or self.iterative_levels < 1:
+            raise ValueError(f"iterative_levels must be a whole number ≥ 1 of rounds of pruning 20% (the paper's "
+                             f"CIFAR chains have 17); got {self.iterative_levels!r}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
         bad = [s for s in self.seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import warnings
 import threading
 import time
@@ -77,29 +78,86 @@ def model_builder(setup: dict, ds: data.Dataset) -> Callable[[], torch.nn.Module
     return build
 
 
+def check_grid_pruning(specs) -> None:
+    """Refuse, before anything trains or is written, what a grid's runs could not prune as asked:
+    :func:`check_filter_pruning` and :func:`check_kept_counts`."""
+    check_filter_pruning(specs)
+    check_kept_counts(specs)
+
+
+_NOT_BUILT = object()
+
+
+def _untrained_network(setup: dict):
+    """The network of ``setup``, untrained, to look at before a grid trains: the kit's vision
+    networks without their data (their shapes do not depend on it), a plug-in network from its data,
+    as its runs build it; None for a network of the kit's built for its data (GNMT), ``_NOT_BUILT``
+    where torchvision does not import."""
+    network, options = setup["network"], setup["model_options"]
+    if network in registry.user_names("network"):
+        with warnings.catch_warnings():  # an empty layer is refused by name (check_run_setup), not by torch's warning
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            return model_builder(setup, load_dataset(setup, "cpu"))()
+    if network in models.MODELS:
+        try:
+            return models.vision_network(network, **options)
+        except (ImportError, RuntimeError):  # torchvision's networks where torchvision does not import
+            return _NOT_BUILT
+    return None
+
+
+def check_kept_counts(specs) -> None:
+    """Refuse densities that keep no weight of the network, or the same number of weights as another
+    density of the same grid (the rounded count ⌊d·N + ½⌋ of its N prunable weights, §3.1): their runs
+    would be one pruning twice, and the tables would count them as two trials of one cell. The kit's
+    GNMT is not built for this (its densities are far from either)."""
+    wanted: dict[str, tuple[dict, set]] = {}
+    for spec in specs:
+        density = getattr(spec.pruning, "density", None)
+        if density is not None:
+            wanted.setdefault(canonical_json(spec.setup), (spec.setup, set()))[1].add(
+                (spec.pruning_schedule, spec.level, density))
+    for setup, cells in wanted.values():
+        model = _untrained_network(setup)
+        if model is None or model is _NOT_BUILT:
+            continue
+        with _named_network(setup["network"]):
+            n = sum(dict(model.named_parameters())[name].numel() for name in prunable_weight_names(model))
+        if n == 0:
+            continue  # nothing to prune: the dense run's check names it (check_run_setup)
+        seen: dict[tuple, tuple] = {}
+        for schedule, level, density in sorted(cells, key=lambda c: (str(c[0]), -c[2])):
+            kept = math.floor(density * n + 0.5)
+            what = f"iterative level {level} (density {density:.6g})" if schedule == "iterative" else f"density {density:g}"
+            if kept < 1:
+                raise ValueError(f"{what} keeps none of the {n:,} prunable weights of network {setup['network']!r}; "
+                                 f"the smallest density it can be pruned to is 1/{n:,} = {1 / n:.3g}")
+            other = seen.get((schedule, kept))
+            if other is not None and other[1] != density:
+                fewer = (f"; this network has room for iterative_levels={other[0]}" if schedule == "iterative" else "")
+                first = (f"iterative level {other[0]}" if schedule == "iterative" else f"density {other[1]:g}")
+                raise ValueError(f"{first} and {what} both keep {kept:,} of the {n:,} prunable weights of network "
+                                 f"{setup['network']!r}: one pruning twice, which the tables would count as two trials"
+                                 f"{fewer}")
+            seen[(schedule, kept)] = (level, density)
+
+
 def check_filter_pruning(specs) -> None:
     """Refuse, before anything trains or is written, L1-filter pruning (§3.2) of a network it cannot
     prune: each network a structured run prunes is built once, untrained, and pruned at each of its
-    configurations and levels. The kit's vision networks are built without their data (their shapes
-    do not change which filters exist); a plug-in network from its data, as its runs build it."""
+    configurations and levels."""
     tried = set()
     for spec in specs:
         if not isinstance(spec.pruning, FilterPruning):
             continue
-        network, options = spec.setup["network"], spec.setup["model_options"]
+        network = spec.setup["network"]
         key = (canonical_json(spec.setup), spec.pruning.describe())
         if key in tried:
             continue
         tried.add(key)
-        if network in registry.user_names("network"):
-            model = model_builder(spec.setup, load_dataset(spec.setup, "cpu"))()
-        elif network in models.MODELS:
-            try:
-                model = models.vision_network(network, **options)
-            except (ImportError, RuntimeError):  # torchvision's networks where torchvision does not import
-                continue
-        else:
-            model = None  # a network of the kit's built for its data (GNMT): no residual blocks to find
+        model = _untrained_network(spec.setup)
+        if model is _NOT_BUILT:
+            continue
         try:
             if model is None:
                 raise ValueError(f"{network} is not a residual network")
@@ -202,9 +260,10 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
     left_out = unpruned_matrices(model) if getattr(model, "prunable", None) is None else []
     if prunable and left_out:
         warnings.warn(f"network {setup['network']!r}: {len(left_out)} parameter(s) with two or more dimensions are "
-                      f"not Conv or Linear weights and will not be pruned: {', '.join(left_out[:6])}"
-                      f"{', …' if len(left_out) > 6 else ''}. Global magnitude pruning (§3.1) prunes Conv and Linear "
-                      f"weights by default; to prune these too, register_network(..., prunable=lambda model: "
+                      f"not weights of Conv1d/2d/3d or Linear layers and will not be pruned: {', '.join(left_out[:6])}"
+                      f"{', …' if len(left_out) > 6 else ''}. Global magnitude pruning (§3.1) prunes the weights of "
+                      f"Conv1d/2d/3d and Linear layers by default (not ConvTranspose, attention, recurrent or embedding "
+                      f"matrices); to prune these too, register_network(..., prunable=lambda model: "
                       f"[parameter names])", UserWarning, stacklevel=2)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     empty = [n for n in prunable if 0 in shapes[n]]
@@ -228,7 +287,8 @@ def check_run_setup(setup: dict, ds, build, hardware: Hardware = Hardware()) -> 
     except ValueError as err:
         raise ValueError(f"network {setup['network']!r} on dataset {setup['dataset']!r} is evaluated by {err}") from None
     if not metric.builtin:
-        evaluate(model, ds, "val", hardware)  # its value checked (finite, within its range) before any training
+        for split in ("val", "test"):  # its value checked (finite, within its range) on both splits before any training
+            evaluate(model, ds, split, hardware)
 
 
 def _protocol_problems(ds) -> list[str]:

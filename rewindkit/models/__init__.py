@@ -59,10 +59,23 @@ def build(name: str, data, **options) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"network {name!r} must build a torch.nn.Module; its builder returned {type(model).__name__}")
     if plugin.options["prunable"] is not None:
-        model.prunable = tuple(plugin.options["prunable"](model))
+        model.prunable = _prunable_names(name, plugin.options["prunable"], model)
     if plugin.options["metric"] and not plugin.builtin:
         model.metric = plugin.options["metric"]  # what rewindkit.core.metrics.evaluate reports for it
     return model
+
+
+def _prunable_names(network: str, rule, model: nn.Module) -> tuple[str, ...]:
+    """What a plug-in's ``prunable`` rule gives for ``model``: a list of parameter names (each checked
+    against the network by :func:`rewindkit.core.masks.prunable_weight_names`)."""
+    try:
+        names = rule(model)
+    except Exception as exc:
+        raise ValueError(f"network {network!r}: its prunable rule raised {type(exc).__name__}: {exc}") from exc
+    if isinstance(names, (str, bytes)) or names is None or not hasattr(names, "__iter__"):
+        raise ValueError(f"network {network!r}: its prunable rule must give a list of parameter names, e.g. "
+                         f"['fc.weight']; it gave {names!r}")
+    return tuple(names)  # each a parameter's name: checked where they are read (prunable_weight_names)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

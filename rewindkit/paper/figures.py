@@ -62,7 +62,7 @@ def accuracy_vs_time(agg: pd.DataFrame, *, network: str, pruning: str = "unstruc
     techniques = check_techniques(techniques)
     sub = _subset(agg, "accuracy-vs-time", network=network, pruning=pruning, schedule=schedule,
                   technique=list(techniques))
-    T = T or R.T_BY_NETWORK.get(network) or float(sub["retrain_time"].max())
+    T = R.training_epochs(network, T)
     all_d = sorted(sub["density"].unique(), reverse=True)
     densities = all_d if densities is None else [min(all_d, key=lambda d: abs(d - x)) for x in densities]
     sub = sub[sub["density"].isin(densities)]

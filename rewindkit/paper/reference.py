@@ -128,11 +128,24 @@ def at_fixed_times(agg: pd.DataFrame, times: dict[str, float]) -> pd.DataFrame:
 
 def fixed_budget_curves(agg: pd.DataFrame, T: float | None = None) -> pd.DataFrame:
     """The iterative rows at each technique's fixed budget (:func:`force_all_times` of the t values
-    present; T defaults to the network's, else the largest t)."""
+    present; T defaults to the paper's for its networks, :func:`training_epochs`)."""
     if agg.empty:
         return agg
-    T = T or T_BY_NETWORK.get(agg["network"].iloc[0]) or float(agg["retrain_time"].max())
+    T = training_epochs(agg["network"].iloc[0], T)
     return at_fixed_times(agg, force_all_times(agg["retrain_time"].unique(), T))
+
+
+def training_epochs(network: str, T: float | None = None) -> float:
+    """T, the network's training epochs: as given, else the paper's (:data:`T_BY_NETWORK`). A network the
+    paper did not train needs it given: the largest t of a grid is T only when the grid goes that far,
+    and the safe zone and the fixed budgets follow T."""
+    if T is not None:
+        return T
+    if network in T_BY_NETWORK:
+        return T_BY_NETWORK[network]
+    raise ValueError(f"network {network!r} is not one of the paper's ({', '.join(T_BY_NETWORK)}): pass T=, its "
+                     f"training epochs (profile.recipe.epochs), which the safe zone [0.25T, 0.9T] and the fixed "
+                     f"budgets follow")
 
 
 def win_rate(agg: pd.DataFrame, a: str, b: str) -> float:
