@@ -41,3 +41,22 @@ def test_a_torch_op_before_the_import_is_reported():
         pytest.skip("this CPU's own capability is AVX2: nothing to report")
     proc = probe("import torch; torch.ones(2) + 1; import rewindkit", PYTHONWARNINGS="always")
     assert f"PyTorch already runs its CPU kernels with {native}, not AVX2" in proc.stderr
+
+
+def test_the_budgets_reference_workload_does_not_depend_on_the_kit():
+    """benchmarks/reference_workload.py is what `make reproduce`'s budget is counted in (issue 24): it
+    must not import rewindkit (a faster kit would make the reference faster too, hiding the gain), and
+    it sets the kit's portable kernel settings by value (if the kit's change, recalibrate the budget:
+    benchmarks/RESULTS.md)."""
+    import ast
+    from pathlib import Path
+    from rewindkit.platform.numerics import PORTABLE_ENV
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reference_workload.py"
+    tree = ast.parse(path.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "os", "sys", "time", "torch"}, imported
+    settings = {node.args[0].value: node.args[1].value for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "setdefault"
+                and len(node.args) == 2 and all(isinstance(a, ast.Constant) for a in node.args)}
+    assert settings == PORTABLE_ENV
