@@ -1021,3 +1021,13 @@ def test_a_schedule_that_is_zero_at_every_step_is_refused():
     with pytest.raises(ScheduleValueError, match="gave the learning rate 0 at every one of its 6 steps"):
         FunctionSchedule(lambda step, total: 0.0, 3, 2, name="frozen")
     assert FunctionSchedule(lambda step, total: 0.0 if step else 0.1, 3, 2).values[0] == 0.1
+
+
+def test_weight_norms_scale_is_not_named_as_a_left_out_matrix_and_its_direction_is_suggested():
+    from torch.nn.utils.parametrizations import weight_norm
+    from rewindkit.core.masks import PrunableNameError, unpruned_matrices
+    model = nn.Sequential(nn.Flatten(), weight_norm(nn.Linear(12, 16)), nn.ReLU(), nn.Linear(16, 3))
+    assert unpruned_matrices(model) == []  # g is (16, 1): a vector, not a matrix left unpruned
+    model.prunable = ("1.weight",)
+    with pytest.raises(PrunableNameError, match=r"did you mean '1.parametrizations.weight.original1'\?"):
+        prunable_weight_names(model)

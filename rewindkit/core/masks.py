@@ -46,7 +46,7 @@ def prunable_weight_names(model: nn.Module) -> list[str]:
         unknown = [n for n in declared if _parameter(model, n) is None]
         if unknown:
             import difflib
-            near = difflib.get_close_matches(unknown[0], list(params), n=3)
+            near = _computed_weight_source(model, unknown[0]) or difflib.get_close_matches(unknown[0], list(params), n=3)
             raise PrunableNameError(
                 f"prunable names {unknown[0]!r}, which is not a parameter of the network"
                 + (f" (did you mean {', '.join(map(repr, near))}?)" if near else "")
@@ -84,16 +84,30 @@ def _parameter(model: nn.Module, name: str):
         return None
 
 
+def _computed_weight_source(model: nn.Module, name: str) -> list[str]:
+    """For a weight that a parametrization computes (``fc.weight`` under ``weight_norm``), the
+    parameter that holds its zeros (``fc.parametrizations.weight.original1``); else nothing."""
+    owner, _, attr = name.rpartition(".")
+    try:
+        module = model.get_submodule(owner) if owner else model
+    except AttributeError:
+        return []
+    source = layer_weight(module, attr) if hasattr(module, "parametrizations") else None
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(source)]] if source is not None and id(source) in names else []
+
+
 def _listing(params: Mapping, limit: int = 12) -> str:
     names = list(params)
     return ", ".join(names[:limit]) + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
 def unpruned_matrices(model: nn.Module) -> list[str]:
-    """Parameters with two or more dimensions that the prunable set leaves out (an attention's input
-    projection, a bare ``nn.Parameter`` matrix, an embedding): pruning will not touch them."""
+    """Parameters with two or more dimensions of size above 1 that the prunable set leaves out (an
+    attention's input projection, a bare ``nn.Parameter`` matrix, an embedding): pruning will not
+    touch them. A vector shaped as a matrix (``weight_norm``'s per-row scale g, (out, 1)) is not one."""
     chosen = set(prunable_weight_names(model))
-    return [n for n, p in model.named_parameters() if p.dim() >= 2 and n not in chosen]
+    return [n for n, p in model.named_parameters() if sum(size > 1 for size in p.shape) >= 2 and n not in chosen]
 
 
 class Mask(Mapping[str, torch.Tensor]):
