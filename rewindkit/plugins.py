@@ -84,10 +84,6 @@ def register_network(name: str, build: Callable, *, prunable: Callable | None = 
     """Register ``build(data, **model_options) -> nn.Module`` as network ``name``. ``metric``: what
     it is evaluated by and labelled with (None: the data's own metric, accuracy by default).
     ``prunable``: a function ``model -> [parameter names]`` (None: the weight of every Conv1d/2d/3d and Linear layer)."""
-    from .core.metrics import PAPER_ONLY_NETWORKS
-    if name in PAPER_ONLY_NETWORKS:
-        raise ValueError(f"{name!r} names one of the paper's networks in the authors' released results "
-                         f"({', '.join(PAPER_ONLY_NETWORKS)}: their metric, T and titles are the paper's); choose another name")
     if prunable is not None and not callable(prunable):
         raise ValueError(f"network {name!r}: prunable must be a function model -> [parameter names]; got "
                          f"{prunable!r}" + (" (wrap a fixed list: prunable=lambda model: [...])"

@@ -815,8 +815,12 @@ def test_a_registered_filter_configuration_prunes_in_the_structured_grid_with_it
     specs = grid_specs(P, "structured")
     mine = [s for s in specs if s.pruning is not None and s.pruning.config == "half"]
     assert mine and {s.pruning.label for s in mine} == {"structured_half"}
-    assert all(uses_plugins(s) for s in mine)  # trained in this process: workers do not know the name
-    assert not any(uses_plugins(s) for s in specs if s not in mine)
+    assert not any(uses_plugins(s) for s in specs)  # worker processes need no registration: the values travel
+    import pickle
+    travelled = pickle.loads(pickle.dumps(mine[0]))
+    pruning.unregister_filter_config("half")
+    assert travelled.id == mine[0].id and travelled.pruning.resolved.fractions == (0.5, 0.5, 0.5)
+    plugins.register_filter_config("half", fractions=(0.5, 0.5, 0.5))
     assert before <= {s.id for s in specs}  # the kit's configurations keep their ids
     # level L removes 1 - 0.5^L of each block's first-conv filters, rounded to nearest
     from rewindkit import models
@@ -843,6 +847,8 @@ def test_a_registered_filter_configuration_prunes_in_the_structured_grid_with_it
     (lambda: plugins.register_filter_config("mine", fractions=(0.5,), rounding="up"),
      "unknown rounding 'up'; valid: nearest, stochastic"),
     (lambda: plugins.register_filter_config("my config", fractions=(0.5,)), "a Python identifier; got 'my config'"),
+    (lambda: plugins.register_filter_config("b", fractions=(0.5,) * 3),
+     "filter configuration 'b' would label its rows structured_b, as the paper's configuration B; names a, b are taken"),
 ])
 def test_a_bad_filter_configuration_is_refused_naming_the_value(call, message):
     from rewindkit.core import pruning
@@ -872,7 +878,7 @@ def test_the_command_line_takes_a_filter_configuration_from_a_plugin_file(tmp_pa
                          "--set", "structured_configs=('thirds',)", "--plan"]) == 0
         out = capsys.readouterr().out
         assert "runs: 19 = 1 dense + 4 fine_tuning" in out  # one configuration, not smoke's two
-        assert "threads in this process" in out  # worker processes would not know the configuration
+        assert "worker processes" in out and "threads in this process" not in out  # its values travel with the runs
     finally:
         pruning.unregister_filter_config("thirds")
         import sys
@@ -900,6 +906,20 @@ def test_a_users_filter_configuration_trains_and_reports_the_density_it_pruned_t
     row = table[table.technique == "fine_tuning"].iloc[0]
     expected = pruning.l1_filters(models.vision_network("mnist1d_resnet", **P.model_options), "half", 2).density()
     assert row.pruning == "structured_half" and row.density == pytest.approx(expected, abs=5e-7)
+
+
+def test_the_structured_figure_draws_a_users_configuration_beside_the_papers():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from rewindkit import plots
+    rows = [{"network": "mnist1d_resnet", "pruning": p, "schedule": "one_shot", "technique": "fine_tuning",
+             "density": d, "retrain_time": 2.0, "val_median": 0.9, "delta_median": -1.0, "delta_min": -1.5,
+             "delta_max": -0.5, "compression": 1 / d} for p in ("structured_a", "structured_half") for d in (0.9, 0.7)]
+    fig, data = plots.structured(pd.DataFrame(rows), network="mnist1d_resnet", techniques=("fine_tuning",))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 2 and titles[0].endswith("config A") and titles[1].endswith("config half")
+    assert set(data["pruning"]) == {"structured_a", "structured_half"}
+    plt.close(fig)
 
 
 # -- a fourth new user's session: names, counts and values checked before anything trains -------------
@@ -953,7 +973,7 @@ def test_a_retraining_time_written_as_a_float_is_the_same_run(user_net):
                                              "count as two trials; this network has room for iterative_levels=12"),
     ("one_shot", {"densities": (0.1, 0.11)}, "density 0.11 and density 0.1 both keep 4 of the 36 prunable weights of network 'lin36'"),
     ("one_shot", {"densities": (1e-6,)}, "density 1e-06 keeps none of the 36 prunable weights of network 'lin36'; "
-                                         "the smallest density it can be pruned to is 1/36 = 0.0278"),
+                                         "the smallest density that keeps one is 0.5/36 = 0.0139 (one weight: 0.0278)"),
 ])
 def test_densities_that_keep_the_same_count_or_none_are_refused_before_anything_is_written(user_net, tmp_path, kind,
                                                                                           options, message):
@@ -1014,6 +1034,15 @@ def test_magnitude_pruning_of_a_network_with_nothing_to_prune_says_so():
     from rewindkit.core import pruning
     with pytest.raises(ValueError, match="Bilinear has nothing to prune: .* Conv1d/2d/3d and Linear layers"):
         pruning.global_magnitude(nn.Bilinear(3, 3, 2), 0.5)
+    named_nothing = nn.Linear(3, 2)
+    named_nothing.prunable = ()
+    with pytest.raises(ValueError, match=r"Linear has nothing to prune: its prunable names \(model.prunable\) are empty"):
+        pruning.global_magnitude(named_nothing, 0.5)
+
+
+def test_the_generic_registration_cannot_take_a_papers_network_name_either():
+    with pytest.raises(ValueError, match="'gnmt' names one of the paper's networks"):
+        plugins.register("network", "gnmt", lambda data: nn.Linear(2, 2), None, prunable=None, metric=None)
 
 
 def test_a_schedule_that_is_zero_at_every_step_is_refused():

@@ -48,6 +48,8 @@ def _check_density(density: float) -> float:
 def _base_mask(model: nn.Module, mask: Mask | None) -> Mask:
     if mask is None:
         mask = Mask.ones(model)
+        if not mask.weight_names and getattr(model, "prunable", None) is not None:
+            raise ValueError(f"{type(model).__name__} has nothing to prune: its prunable names (model.prunable) are empty")
         if not mask.weight_names:
             raise ValueError(f"{type(model).__name__} has nothing to prune: magnitude pruning (§3.1) prunes the weights "
                              f"of Conv1d/2d/3d and Linear layers by default, and it has none; name its prunable "
@@ -194,6 +196,10 @@ def register_filter_config(config: FilterConfig) -> FilterConfig:
     if config.name in FILTER_CONFIGS:
         raise ValueError(f"{config.name!r} is one of the kit's own filter configurations "
                          f"({', '.join(FILTER_CONFIGS)}); choose another name")
+    variants = sorted({c.variant for c in FILTER_CONFIGS.values()})
+    if config.name in variants:  # its rows would be labelled structured_a/b, the paper's configurations
+        raise ValueError(f"filter configuration {config.name!r} would label its rows structured_{config.name}, as the "
+                         f"paper's configuration {config.name.upper()}; names {', '.join(variants)} are taken")
     fractions = config.fractions
     if (isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__iter__") or not tuple(fractions)
             or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1 for p in fractions)):
@@ -391,14 +397,14 @@ class FilterPruning:
                                                          rounding=d["rounding"]))
 
     @property
-    def users(self) -> bool:
-        """Whether the configuration is one the user registered (worker processes do not know it)."""
+    def user_defined(self) -> bool:
+        """Whether the configuration is one the user registered (then :attr:`resolved` holds its values)."""
         return self.config not in FILTER_CONFIGS
 
     @property
     def label(self) -> str:
         """The "pruning" column: the paper's ``structured_a``/``structured_b``, or ``structured_NAME``."""
-        return f"structured_{self.config}" if self.users else f"structured_{FILTER_CONFIGS[self.config].variant}"
+        return f"structured_{self.config}" if self.user_defined else f"structured_{FILTER_CONFIGS[self.config].variant}"
 
     def apply(self, model: nn.Module, mask: Mask | None = None) -> Mask:
         return l1_filters(model, self.resolved or self.config, self.level)  # one-shot: filters of the dense network

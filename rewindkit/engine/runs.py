@@ -59,8 +59,9 @@ def setup_from_profile(profile: Profile) -> dict:
 
 def uses_plugins(spec: RunSpec) -> bool:
     """Whether a run needs plug-ins registered in this process (worker processes do not have them):
-    a network, dataset, metric or schedule of the user's, or a filter configuration of the user's."""
-    return bool(spec.setup.get("plugins")) or bool(getattr(spec.pruning, "users", False))
+    a network, dataset, metric or schedule of the user's. (A filter configuration of the user's
+    travels with the run: :class:`~rewindkit.core.pruning.FilterPruning` holds its values.)"""
+    return bool(spec.setup.get("plugins"))
 
 
 @dataclass(frozen=True)

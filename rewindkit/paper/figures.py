@@ -195,10 +195,14 @@ def iterative(agg: pd.DataFrame, *, network: str, techniques=CORE, T: float | No
 
 def structured(agg: pd.DataFrame, *, network: str, techniques=ALL, overlay: pd.DataFrame | None = None,
                label: str = "paper", overlay_label: str = "this kit", liu: bool = True):
-    """Family 4: L1 filter pruning, configurations A and B side by side, best achievable Δ vs
-    compression (levels 1–5), with Liu et al. (2019)'s better of fine-tuned/Scratch-B at level 1 (§5.4)."""
+    """Family 4: L1 filter pruning, configurations A and B side by side (then any configuration of the
+    user's, ``structured_NAME``), best achievable Δ vs compression (levels 1–5), with Liu et al.
+    (2019)'s better of fine-tuned/Scratch-B at level 1 (§5.4)."""
     techniques = check_techniques(techniques)
-    prunings = [p for p in ("structured_a", "structured_b") if len(R.select(agg, network=network, pruning=p))]
+    present = sorted({p for p in R.select(agg, network=network)["pruning"].unique()
+                      if isinstance(p, str) and p.startswith("structured_")})
+    prunings = [p for p in ("structured_a", "structured_b") if p in present] + \
+               [p for p in present if p not in ("structured_a", "structured_b")]
     if not prunings:
         raise ValueError(f"no structured rows for network {network!r}")
     with paper_style():
@@ -207,7 +211,8 @@ def structured(agg: pd.DataFrame, *, network: str, techniques=ALL, overlay: pd.D
         for ax, p in zip(axes[0], prunings):
             _, d = accuracy_vs_compression(agg, network=network, pruning=p, techniques=techniques, overlay=overlay,
                                            label=label, overlay_label=overlay_label, ax=ax,
-                                           title=f"{network_title(network)} — L1 filters, config {p[-1].upper()}")
+                                           title=f"{network_title(network)} — L1 filters, config "
+                                                 f"{p.removeprefix('structured_').upper() if p in ('structured_a', 'structured_b') else p.removeprefix('structured_')}")
             frames.append(d)
             lv = R.liu_delta(network, p) if liu else None
             if lv is not None:

@@ -39,6 +39,9 @@ class Plugin:
 
 
 _REGISTRY: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
+# Names a plug-in cannot take although the kit builds nothing by them: the networks of the authors'
+# released runs that the kit does not build, whose metric, T and plot titles are the paper's.
+RESERVED = {"network": ("gnmt", "vgg16_nofc")}
 
 
 def register_builtin(kind: str, name: str, call: Callable, **options) -> Plugin:
@@ -50,6 +53,9 @@ def register_builtin(kind: str, name: str, call: Callable, **options) -> Plugin:
 
 def register(kind: str, name: str, call: Callable, version: str | None, identified=(), **options) -> Plugin:
     """Put a plug-in of the user's in the registry (the checks of :mod:`rewindkit.plugins` done)."""
+    if name in RESERVED.get(kind, ()):
+        raise ValueError(f"{name!r} names one of the paper's {kind}s in the authors' released results "
+                         f"({', '.join(RESERVED[kind])}: their metric, T and titles are the paper's); choose another name")
     existing = _REGISTRY[kind].get(name)
     if existing is not None and existing.builtin:
         own = ", ".join(n for n, p in _REGISTRY[kind].items() if p.builtin)
