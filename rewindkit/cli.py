@@ -76,6 +76,10 @@ def _grid(args) -> int:
     from .engine.grids import grid_specs
     from .engine.tables import experiment_of
     experiments = pd.read_csv(out / "base_results.csv")["experiment"].dropna().unique()
+    signs = pd.read_csv(out / "results.csv")["signs"].unique() if (out / "results.csv").exists() else ()
+    if len(signs) > 1:
+        print(f"note: {out} holds runs with imposed signs beside plain ones (results.csv's signs column); "
+              f"they share their experiment, so select by signs too when you read the tables back")
     if len(experiments) > 1:
         mine = experiment_of({"setup": grid_specs(profile, args.kind)[0].setup})
         print(f"note: {out} holds the runs of {len(experiments)} experiments (another recipe, data or network in "
@@ -85,7 +89,9 @@ def _grid(args) -> int:
         from .core.metrics import delta_label
         from .paper.reference import aggregate, best_achievable
         best = best_achievable(aggregate(result.results, result.base))
-        table = best.pivot_table(index="density", columns="technique", values="delta_median").sort_index(ascending=False)
+        index = ["pruning", "density"] if best["pruning"].nunique() > 1 else "density"  # structured: A and B apart
+        table = best.pivot(index=index, columns="technique", values="delta_median").sort_index(
+            ascending=[True, False] if isinstance(index, list) else False)
         print(f"best achievable {delta_label(profile.network)} (median over seeds):")
         print(table.round(2).to_string())
     return 0
@@ -96,13 +102,22 @@ def _notebooks(args) -> int:
 
     params = {name: value for name, value in (args.parameter or [])}
     if args.profile:
+        if "profile" in params and params["profile"] != args.profile:
+            raise ValueError(f"--profile {args.profile} and -p profile {params['profile']} name two profiles; give one")
         params["profile"] = args.profile
+    forced = os.environ.get("REWINDKIT_PROFILE")
+    from .engine.profiles import PROFILES
+    if params.get("profile", "laptop") not in PROFILES:
+        raise ValueError(f"unknown profile {params['profile']!r}; valid profiles: {', '.join(PROFILES)}")
+    if forced and params.get("profile", forced) != forced:  # workspace.current_profile: the variable wins
+        raise ValueError(f"REWINDKIT_PROFILE={forced} is set, and it makes every notebook run profile {forced!r}, not "
+                         f"{params['profile']!r}; unset it or ask for {forced!r}")
     paths = nb.resolve(args.names)
     from .platform.cores import notebooks_at_once
     outputs = nb.run_notebooks(paths, params, executed_dir=args.executed_dir, timeout=args.timeout,
                                at_once=notebooks_at_once(args.at_once))
     from .notebook.workspace import out_root
-    profile = params.get("profile", "laptop")
+    profile = forced or params.get("profile", "laptop")
     figures = out_root() / "figures"  # where the notebooks write them ($REWINDKIT_OUT if set)
     print(f"executed notebooks: {Path(outputs[0]).parent if outputs else '-'}")
     print(f"figures: {figures / str(profile)} (and {figures / 'paper'} for the reference notebook)")
@@ -116,7 +131,7 @@ def _profiles(args) -> int:
         print(json.dumps(get_profile(args.name).to_dict(), indent=2, default=list))
     else:
         for name, p in PROFILES.items():
-            print(f"{name:12s} {p.network} on {p.dataset}, T={p.epochs}, {len(p.densities)} densities, "
+            print(f"{name:{max(map(len, PROFILES))}s} {p.network} on {p.dataset}, T={p.epochs}, {len(p.densities)} densities, "
                   f"t grid {list(p.retrain_times)}, seeds {list(p.seeds)}")
     return 0
 

@@ -163,8 +163,11 @@ def test_a_replay_ends_on_the_stored_weights_or_raises(smoke_grids, tmp_path):
     run_id = grids[ap.SIGNS_GRID].results.run_id.iloc[0]
     epochs = []
     with one_thread():
-        model = replay(out, run_id, SMOKE.hardware, on_epoch=lambda record, *_: epochs.append(record.epoch))
+        # no hardware given: the run's own recorded settings (smoke trains channels-last, Hardware() does not)
+        model = replay(out, run_id, on_epoch=lambda record, *_: epochs.append(record.epoch))
     assert len(epochs) == SMOKE.epochs and model is not None
+    from rewindkit.engine.replay import recorded_hardware
+    assert recorded_hardware(out, run_id).channels_last is SMOKE.hardware.channels_last is True
     stored = out / "runs" / run_id / "final.pt"
     weights = torch.load(stored, weights_only=True)
     name = next(k for k, v in weights.items() if v.dtype.is_floating_point and v.numel() > 1)

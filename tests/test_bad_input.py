@@ -129,3 +129,17 @@ def test_run_notebooks_takes_auto_and_refuses_a_timeout_below_a_second(tmp_path)
     for timeout in (0, -5, 1.5):
         with pytest.raises(ValueError, match=r"timeout must be a whole number of seconds ≥ 1"):
             workspace.run_notebooks([], executed_dir=tmp_path, timeout=timeout)
+
+
+def test_a_run_folder_missing_a_file_is_named_with_the_remedy(tmp_path):
+    from rewindkit.platform.storage import load_json, load_tensor_dict
+    run = tmp_path / "runs" / "abc123"
+    run.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"run config not found: .*config.json; the run's folder is incomplete"
+                                                r" .*delete .*abc123 and rerun"):
+        load_json(run / "config.json", what="run config")
+    with pytest.raises(FileNotFoundError, match=r"final weights not found: .*final.pt; the run's folder is incomplete"):
+        load_tensor_dict(run / "final.pt", what="final weights")
+    with pytest.raises(FileNotFoundError) as elsewhere:  # not a run's file: the plain error
+        load_json(tmp_path / "other.json")
+    assert "incomplete" not in str(elsewhere.value)

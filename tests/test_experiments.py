@@ -695,3 +695,26 @@ def test_notebooks_at_once_is_two_where_two_cores_and_the_memory_allow():
     with pytest.raises(SystemExit) as exit_:  # the command line refuses it before any notebook starts
         cli.main(["notebooks", "01", "--at-once", "0"])
     assert exit_.value.code == 2
+
+
+def test_the_structured_grids_summary_keeps_its_configurations_apart(tmp_path, capsys):
+    assert cli.main(["grid", "smoke", "--kind", "structured", "--out", str(tmp_path), "--quiet", "--no-progress",
+                     "--set", "structured_levels=(1,)", "--set", "structured_techniques=('fine_tuning',)",
+                     "--set", "structured_retrain_times=(1,)"]) == 0
+    out = capsys.readouterr().out
+    summary = out[out.index("best achievable"):].splitlines()
+    assert any(line.startswith("structured_a") for line in summary) and any(line.startswith("structured_b") for line in summary)
+
+
+def test_aggregate_refuses_tables_that_mix_experiments_or_signs():
+    from rewindkit.paper import reference as R
+    row = {"network": "n", "pruning": "unstructured", "schedule": "one_shot", "technique": "lr_rewinding",
+           "density": 0.5, "retrain_time": 2.0, "test_acc": 0.9, "val_acc": 0.9, "flops": 1.0, "trial": 1}
+    base = pd.DataFrame([{"network": "n", "test_acc": 0.95, "val_acc": 0.95, "trial": 1, "experiment": "e1"}])
+    two_experiments = pd.DataFrame([{**row, "experiment": "e1"}, {**row, "experiment": "e2"}])
+    with pytest.raises(ValueError, match=r"the pruned runs hold several values of 'experiment' \(e1, e2\)"):
+        R.aggregate(two_experiments, base)
+    signs = pd.DataFrame([{**row, "experiment": "e1", "signs": None}, {**row, "experiment": "e1", "signs": "dense"}])
+    with pytest.raises(ValueError, match=r"several values of 'signs' \(dense, none\): runs that differ in it are not trials"):
+        R.aggregate(signs, base)
+    assert R.aggregate(signs[signs.signs.isna()], base).trials.tolist() == [1]

@@ -132,6 +132,64 @@ def test_unknown_notebook_and_parameter_are_rejected(capsys):
     assert "unknown profile 'huge'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("t_fraction", "abc", "notebook 02_three_techniques's parameter 't_fraction' is a float (default 0.5); got 'abc'"),
+    ("seed", "2.5", "parameter 'seed' is an int (default 1); got 2.5"),
+    ("seed", "True", "parameter 'seed' is an int (default 1); got True"),
+])
+def test_a_parameter_of_the_wrong_type_is_refused_naming_it(name, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        nb.check_parameters(nb.resolve(["02"])[0], {name: value})
+    assert nb.check_parameters(nb.resolve(["02"])[0], {"t_fraction": "1"}) == {"t_fraction": 1}  # an int is a float
+
+
+def test_a_text_parameter_outside_the_choices_its_comment_lists_is_refused():
+    with pytest.raises(ValueError, match="parameter 'grid' must be one of one_shot, iterative, structured; got 'bogus'"):
+        nb.check_parameters(nb.resolve(["10"])[0], {"grid": "bogus"})
+    with pytest.raises(ValueError, match="parameter 'retrain_times' is a list"):
+        nb.check_parameters(nb.resolve(["12"])[0], {"retrain_times": "5"})
+
+
+def test_the_notebooks_command_says_in_one_line_when_its_folder_is_a_file_or_a_cell_runs_too_long(tmp_path, capsys,
+                                                                                                    monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert cli.main(["notebooks", "01", "--profile", "smoke", "--executed-dir", str(afile)]) == 2
+    assert "is a file; name a folder for the executed notebooks" in capsys.readouterr().err
+    monkeypatch.setenv("REWINDKIT_OUT", str(tmp_path / "out"))
+    # importing torch and the kit alone takes a fresh kernel over a second
+    assert cli.main(["notebooks", "01", "--profile", "smoke", "--timeout", "1",
+                     "--executed-dir", str(tmp_path / "executed")]) == 2
+    err = capsys.readouterr().err
+    assert "01_quickstart.ipynb: a cell ran longer than the timeout of 1 s per cell (--timeout)" in err
+    assert err.startswith("rewindkit: error: ")
+
+
+def test_the_notebooks_command_refuses_two_profiles(capsys, monkeypatch):
+    monkeypatch.setenv("REWINDKIT_PROFILE", "smoke")
+    assert cli.main(["notebooks", "01", "--profile", "laptop"]) == 2
+    assert "REWINDKIT_PROFILE=smoke is set, and it makes every notebook run profile 'smoke', not 'laptop'" in \
+        capsys.readouterr().err
+    monkeypatch.delenv("REWINDKIT_PROFILE")
+    assert cli.main(["notebooks", "01", "--profile", "laptop", "-p", "profile", "smoke"]) == 2
+    assert "--profile laptop and -p profile smoke name two profiles; give one" in capsys.readouterr().err
+
+
+def test_a_retraining_fraction_outside_0_1_is_refused():
+    from rewindkit.notebook import views
+    from rewindkit.profiles import get_profile
+    with pytest.raises(ValueError, match=r"t_fraction must be a fraction of T in \(0, 1\], e.g. 0.5; got -1"):
+        views.retrain_time(get_profile("smoke"), -1)
+    assert views.retrain_time(get_profile("smoke"), 0.5) == 2
+
+
+def test_notebook_12_refuses_a_t_grid_without_T_before_it_draws():
+    from rewindkit.notebook import after_paper
+    from rewindkit.profiles import get_profile
+    with pytest.raises(ValueError, match=r"retrain_times must include T = 4 .*; got \[2\]"):
+        after_paper.grid_profiles(get_profile("smoke"), [2])
+
+
 def test_two_notebooks_at_once_draw_what_each_draws_alone(tmp_path, monkeypatch):
     """Notebooks 01 and 02 both ask for the smoke profile's dense run: run at the same time, one trains
     it and the other waits for it (the run's lock), and every figure is the bytes each draws alone."""

@@ -39,12 +39,22 @@ class StartingPoint:
     optimizer: torch.optim.Optimizer
 
 
-def starting_point(out, run_id: str, hardware: Hardware = Hardware()) -> StartingPoint:
+def recorded_hardware(out, run_id: str) -> Hardware:
+    """The settings finished run ``run_id`` computed with, from its ``result.json`` (device, bf16,
+    channels-last): what a replay needs to give its bits again."""
+    prov = RunStore(out, create=False).result(run_id).get("provenance", {})
+    device = str(prov.get("device", "cpu")).split(" (")[0]
+    return Hardware(device=device, bf16=bool(prov.get("bf16", False)), channels_last=bool(prov.get("channels_last", False)))
+
+
+def starting_point(out, run_id: str, hardware: Hardware | None = None) -> StartingPoint:
     """The network and optimizer finished run ``run_id`` started training from (:func:`runner.run_start`:
-    its plan's start with its signs; its mask not yet applied), with what a replay needs."""
+    its plan's start with its signs; its mask not yet applied), with what a replay needs. ``hardware``:
+    by default the run's own (:func:`recorded_hardware`)."""
     store = RunStore(out, create=False)
     if not store.is_done(run_id):
         raise ValueError(f"run {run_id} has not finished in {store.root}: only a finished run can be replayed")
+    hardware = hardware if hardware is not None else recorded_hardware(out, run_id)
     folder = store.dir(run_id)
     spec = RunSpec.from_config(load_json(folder / "config.json", what="run config"))
     ds = load_dataset(spec.setup, hardware.device)
@@ -56,15 +66,16 @@ def starting_point(out, run_id: str, hardware: Hardware = Hardware()) -> Startin
     return StartingPoint(spec, ds, build, recipe, plan, mask, model, optimizer)
 
 
-def replay(out, run_id: str, hardware: Hardware = Hardware(), *,
+def replay(out, run_id: str, hardware: Hardware | None = None, *,
            on_start: Callable[[torch.nn.Module, Mask | None], None] | None = None,
            on_epoch: Callable | None = None) -> torch.nn.Module:
     """Retrain finished run ``run_id`` of results folder ``out`` in memory and return its network.
 
     ``on_start(model, mask)`` sees the start (before the mask zeroes anything); ``on_epoch(record,
     model, optimizer)`` is the training loop's hook at every epoch boundary. Nothing is evaluated
-    and nothing is written. ``hardware`` must compute as the run's did (the profile's) for the
-    bitwise check to hold."""
+    and nothing is written. ``hardware`` (by default the settings the run recorded,
+    :func:`recorded_hardware`) must compute as the run's did for the bitwise check to hold."""
+    hardware = hardware if hardware is not None else recorded_hardware(out, run_id)
     start = starting_point(out, run_id, hardware)
     if on_start is not None:
         on_start(start.model, start.mask)

@@ -66,7 +66,13 @@ def grid_profiles(profile: Profile, retrain_times=None) -> dict[str, Profile]:
     initialisation, as IMP in Gadhikar & Burkholz; a whole schedule, as Le & Hua retrain); and weight
     rewinding at t = T with the dense network's final signs imposed (:data:`SIGNS_GRID`)."""
     T = profile.recipe.epochs
+    if retrain_times is not None and (isinstance(retrain_times, (str, bytes)) or not hasattr(retrain_times, "__iter__")):
+        raise ValueError(f"retrain_times must be a list of retraining times t in epochs, e.g. [2, {T}], or [] for "
+                         f"the profile's t grid; got {retrain_times!r}")
     times = tuple(retrain_times or profile.retrain_times)
+    if T not in times:  # the tables and the prose compare the schedules at t = T too
+        raise ValueError(f"retrain_times must include T = {T} (the schedules are also compared at t = T); got "
+                         f"{list(times)}")
     grids = {s: get_profile(profile, densities=_densities(profile, SCHEDULE_DENSITIES), techniques=CORE_TECHNIQUES,
                             retrain_times=times, **{"recipe.lr_schedule": s}) for s in SCHEDULES}
     at_T = dict(densities=_densities(profile, MASK_DENSITIES), retrain_times=(T,))

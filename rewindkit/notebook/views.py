@@ -28,6 +28,13 @@ def lr_schedule(profile: Profile):
     return Recipe(**setup["recipe"]).schedule(load_dataset(setup, "cpu").n_train)
 
 
+def retrain_time(profile: Profile, fraction: float) -> int:
+    """The retraining time t in whole epochs (at least 1) for a ``fraction`` 0 < f ≤ 1 of T (notebook 02)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"t_fraction must be a fraction of T in (0, 1], e.g. 0.5; got {fraction!r}")
+    return max(1, round(fraction * profile.recipe.epochs))
+
+
 def run_metrics(out, run_id: str) -> pd.DataFrame:
     """One run's per-epoch ``metrics.csv``."""
     path = RunStore(out, create=False).dir(run_id) / "metrics.csv"

@@ -74,9 +74,30 @@ def check_parameters(path: Path, parameters: dict) -> dict:
         if name not in known:
             raise ValueError(f"notebook {path.stem} has no parameter {name!r}; its parameters: {', '.join(known)}")
         out[name] = parse_value(value) if isinstance(value, str) else value
+        if name != "profile":
+            _check_declared(path, known[name], out[name])
     if "profile" in out and out["profile"] not in PROFILES:
         raise ValueError(f"unknown profile {out['profile']!r}; valid profiles: {', '.join(PROFILES)}")
     return out
+
+
+_DECLARED_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "list": (list, tuple), "bool": (bool,)}
+
+
+def _check_declared(path: Path, declared: dict, value) -> None:
+    """A parameter's value against its line in the notebook's ``parameters`` cell: the type it is
+    annotated with, and for text the choices its comment lists (``one_shot | iterative | structured``)."""
+    import re
+    kind = declared.get("inferred_type_name")
+    types = _DECLARED_TYPES.get(kind)
+    if types is not None and (not isinstance(value, types) or (kind != "bool" and isinstance(value, bool))):
+        raise ValueError(f"notebook {path.stem}'s parameter {declared['name']!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} "
+                         f"(default {declared.get('default')}); got {value!r}")
+    listed = re.match(r"\s*(\w+(?:\s*\|\s*\w+)+)", declared.get("help") or "") if kind == "str" else None
+    choices = [c.strip() for c in listed.group(1).split("|")] if listed else []
+    if choices and value not in choices:
+        raise ValueError(f"notebook {path.stem}'s parameter {declared['name']!r} must be one of "
+                         f"{', '.join(choices)}; got {value!r}")
 
 
 def run_notebooks(paths, parameters: dict | None = None, *, executed_dir=None, timeout: int = DEFAULT_TIMEOUT,
@@ -94,6 +115,8 @@ def run_notebooks(paths, parameters: dict | None = None, *, executed_dir=None, t
         raise ValueError(f"timeout must be a whole number of seconds ≥ 1 per cell; got {timeout!r}")
     parameters = dict(parameters or {})
     executed_dir = Path(executed_dir or repo_root() / "executed").resolve()
+    if executed_dir.exists() and not executed_dir.is_dir():
+        raise ValueError(f"--executed-dir {executed_dir} is a file; name a folder for the executed notebooks")
     checked = {p: check_parameters(p, parameters) for p in paths}  # all names checked before any run
     executed_dir.mkdir(parents=True, exist_ok=True)  # and before anything is written
     jobs = [(path, executed_dir / path.name, checked[path], timeout) for path in paths]
@@ -135,6 +158,9 @@ def execute_notebook(path: Path, target: Path, parameters: dict, timeout: int = 
     except PapermillExecutionError as exc:
         raise RuntimeError(f"{path.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
                            f"executed copy with the error: {target}") from None
+    except TimeoutError as exc:  # nbclient's CellTimeoutError: a cell ran past the timeout
+        raise RuntimeError(f"{path.name}: a cell ran longer than the timeout of {timeout} s per cell (--timeout); "
+                           f"executed copy so far: {target}") from exc
     return time.time() - started
 
 

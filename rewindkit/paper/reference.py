@@ -59,6 +59,14 @@ def base_accuracy(base: pd.DataFrame) -> pd.Series:
 def _check_base(pruned: pd.DataFrame, base: pd.DataFrame) -> None:
     if pruned.empty:
         raise ValueError("no pruned runs to aggregate")
+    # a results folder's tables (results.csv, base_results.csv) may hold several experiments, and
+    # runs with imposed signs beside the plain ones: their runs are not trials of one cell
+    for frame, what in ((pruned, "pruned runs"), (base, "dense runs")):
+        for column, how in (("experiment", "df[df.experiment == ...]"), ("signs", "df[df.signs.isna()] or == 'dense'")):
+            if column in frame.columns and frame[column].nunique(dropna=False) > 1:
+                values = ", ".join(sorted("none" if pd.isna(v) else str(v) for v in frame[column].unique()))
+                raise ValueError(f"the {what} hold several values of {column!r} ({values}): runs that differ in it "
+                                 f"are not trials of one cell; select one first ({how})")
     missing = set(pruned["network"]) - set(base["network"])
     if missing:
         raise ValueError(f"no dense runs for network(s) {sorted(missing)}; Δ accuracy needs them")

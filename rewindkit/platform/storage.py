@@ -107,11 +107,20 @@ def atomic_torch_save(obj: Any, path) -> None:
     atomic_write_bytes(buffer.getvalue(), path)
 
 
+_REMEDY = ("; the run's folder is incomplete (a file removed by hand?): delete {folder} and rerun to have the "
+          "run recomputed (bit for bit as before)")
+
+
+def _in_run(path: Path) -> bool:
+    """Whether ``path`` is a file of one run's folder (``<out>/runs/<id>/...``)."""
+    return path.parent.parent.name == "runs"
+
+
 def load_torch(path, *, what: str = "file") -> Any:
     """``torch.load`` with ``weights_only=True``; a damaged file raises :class:`CorruptFileError`."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}{_REMEDY.format(folder=path.parent) if _in_run(path) else ''}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
@@ -131,6 +140,8 @@ def load_json(path, *, what: str = "file") -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
+        if _in_run(path):
+            raise FileNotFoundError(f"{what} not found: {path}{_REMEDY.format(folder=path.parent)}") from None
         raise
     except Exception as exc:
         raise CorruptFileError(f"cannot read {what} {path}: {exc}. Delete it to have it recomputed.") from exc
