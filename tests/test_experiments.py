@@ -310,6 +310,13 @@ def test_cli_grid_and_errors(tmp_path, capsys):
     assert "unknown profile 'nope'" in capsys.readouterr().err
     assert cli.main(["grid", "smoke", "--kind", "one_shot", "--set", "densities=(2.0,)"]) == 2
     assert "got 2.0" in capsys.readouterr().err
+    # a damaged result.json: --plan refuses it, naming it, as the grid does (not "N of N finished")
+    damaged = next((tmp_path / "runs").glob("*/result.json"))
+    damaged.write_text(damaged.read_text()[:40])
+    args = ["grid", "smoke", "--kind", "iterative", "--out", str(tmp_path), "--set", "seeds=(1,)"]
+    for extra in (["--plan"], ["--no-progress", "--quiet"]):
+        assert cli.main(args + extra) == 2
+        assert f"cannot read result of run {damaged.parent.name}" in capsys.readouterr().err
 
 
 def test_parallel_workers_give_the_same_table(tmp_path, monkeypatch):

@@ -59,6 +59,8 @@ def grid_cost(profile: Profile, kind: str, out=None) -> GridCost:
     if out is not None:
         store = RunStore(out, create=False)  # a plan writes nothing
         done = {s.id for s in specs if store.is_done(s.id)}
+        for run_id in done:  # a damaged result is refused here as the grid refuses it, naming the file
+            store.result(run_id)
     techniques = Counter(s.technique for s in specs if not s.is_dense)
     return GridCost(kind, len(specs), sum(s.is_dense for s in specs), dict(techniques),
                     sum(s.epochs for s in specs), len(done), sum(s.epochs for s in specs if s.id not in done))
