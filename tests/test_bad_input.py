@@ -1,6 +1,8 @@
 """Bad input a probe found in issue 24's round, each refused where it enters with the bad value named
 (before this round each trained, crashed later with a raw error, or gave a table that mixed
 experiments)."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -143,3 +145,14 @@ def test_a_run_folder_missing_a_file_is_named_with_the_remedy(tmp_path):
     with pytest.raises(FileNotFoundError) as elsewhere:  # not a run's file: the plain error
         load_json(tmp_path / "other.json")
     assert "incomplete" not in str(elsewhere.value)
+
+
+@pytest.mark.parametrize("field, values, shown", [("seeds", (1, 2, 1), "1"), ("densities", (0.5, 0.2, 0.5), "0.5"),
+                                                  ("techniques", ("lr_rewinding", "lr_rewinding"), "'lr_rewinding'")])
+def test_a_value_listed_twice_in_a_grid_axis_is_refused(field, values, shown):
+    """A repeated seed, density or technique names the same runs: the grid would silently have fewer
+    trials or cells than written, so it is refused, naming the value. (A t written twice, as 4 and
+    4.0, is one t: tests/test_plugin_networks.py.)"""
+    from rewindkit.engine.profiles import get_profile
+    with pytest.raises(ValueError, match=rf"{field} lists {re.escape(shown)} more than once"):
+        get_profile("smoke", **{field: values})

@@ -486,6 +486,24 @@ def test_evaluating_only_at_the_end_trains_the_same_weights_and_reports_the_same
         assert all(torch.equal(w_every[k], w_final[k]) for k in w_every)
 
 
+def test_a_metrics_file_cut_short_is_refused_not_drawn(tmp_path):
+    """A finished run's metrics.csv must end with its result.json's final metrics: a file cut short
+    (or edited) is refused with the run folder to delete, instead of drawing a curve that stops early."""
+    profile = P.get_profile("smoke", densities=(0.5,), retrain_times=(4,), techniques=("lr_rewinding",))
+    grid = E.run_grid(profile, "one_shot", tmp_path, progress=False)
+    run_id = grid.base.run_id.iloc[0]
+    whole = views.run_metrics(tmp_path, run_id)
+    assert len(whole) == profile.recipe.epochs
+    path = tmp_path / "runs" / run_id / "metrics.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+    with pytest.raises(ValueError, match=rf"metrics.csv does not end with run {run_id}'s final metrics.*cut short"):
+        views.run_metrics(tmp_path, run_id)
+    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # the last row half-written
+    with pytest.raises(ValueError, match="cut short"):
+        views.run_metrics(tmp_path, run_id)
+
+
 def test_laptop_run_ids_are_pinned():
     """Run ids name the cached runs (and the committed figures' tables): a refactor must not move
     them. These are the ids of run format 2; a deliberate change of what a run computes bumps

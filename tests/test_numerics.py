@@ -60,3 +60,30 @@ def test_the_budgets_reference_workload_does_not_depend_on_the_kit():
                 if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "setdefault"
                 and len(node.args) == 2 and all(isinstance(a, ast.Constant) for a in node.args)}
     assert settings == PORTABLE_ENV
+
+
+def test_the_kits_adam_takes_a_correctly_rounded_square_root():
+    """Adam's update divides by √v. MKL's vector square root (what torch.sqrt and the foreach update
+    call on the CPU) is not correctly rounded, and rounds differently on Intel and AMD CPUs (its
+    COMPATIBLE branch included: benchmarks/cross_cpu_probe.py), which made notebook 11's translation
+    figures CPU-dependent. The kit's Adam must use the IEEE square root, the same bits on every CPU.
+
+    With β = (0, 0), no weight decay and lr 1, the first step from p = 0 is exactly
+    p = −g / (√fl(g²) + ε) with every operation rounded once in float32 (ε = 1e-30 is far below half
+    an ulp of √fl(g²) ≥ 0.5, so adding it rounds back): numpy's float32 arithmetic is that reference."""
+    import numpy as np
+    import torch
+    from rewindkit.core.optimizers import make_optimizer
+    from rewindkit.recipe import Recipe
+    g = (torch.rand(1 << 14, generator=torch.Generator().manual_seed(0)) + 0.5).float()
+    model = torch.nn.Linear(1, 1 << 14, bias=False)  # one parameter of 16,384 entries (a vector loop and its tail)
+    with torch.no_grad():
+        model.weight.zero_()
+    model.weight.grad = g.view(-1, 1).clone()
+    recipe = Recipe(optimizer="adam", adam_betas=(0.0, 0.0), adam_eps=1e-30, lr=1.0, weight_decay=0.0)
+    make_optimizer(model, recipe).step()
+    gn = g.numpy()
+    expected = -(gn / (np.sqrt(gn * gn) + np.float32(1e-30)))
+    assert expected.dtype == np.float32
+    got = model.weight.detach().view(-1).numpy()
+    assert np.array_equal(got, expected), f"{np.count_nonzero(got != expected)} of {gn.size} entries differ"

@@ -274,3 +274,22 @@ def test_a_fully_pruned_attention_vector_gives_finite_losses_and_gradients(data)
     loss = sequence_loss(model(src, tgt_in), tgt_out)
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_an_adam_runs_id_names_its_update(monkeypatch):
+    """The kit's Adam takes the fused update on the CPU too (its square root is IEEE, the same on every
+    CPU: tests/test_numerics.py); Adam runs name the update in their setup, so a run made with another
+    update is never reused, and SGD runs (the laptop's pinned ids) are left as they were."""
+    from rewindkit.core.optimizers import ADAM_UPDATE, make_optimizer
+    from rewindkit.engine import runs
+    from rewindkit.engine.grids import grid_specs
+    from rewindkit.engine.profiles import get_profile
+    translation, laptop = get_profile("translation_smoke"), get_profile("smoke")
+    assert translation.recipe.optimizer == "adam" and laptop.recipe.optimizer == "sgd"
+    assert runs.setup_from_profile(translation)["adam_update"] == ADAM_UPDATE == "fused"
+    assert "adam_update" not in runs.setup_from_profile(laptop)
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), translation.recipe)
+    assert optimizer.param_groups[0]["fused"] is True
+    ids = [s.id for s in grid_specs(translation, "one_shot")]
+    monkeypatch.setattr(runs, "ADAM_UPDATE", "foreach")
+    assert set(ids).isdisjoint(s.id for s in grid_specs(translation, "one_shot"))

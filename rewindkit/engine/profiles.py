@@ -115,6 +115,10 @@ class Profile:
             value = tuple(value)
             if name in ("retrain_times", "structured_retrain_times", "iterative_retrain_grid"):
                 value = tuple(dict.fromkeys(plain_time(t) for t in value))  # 4.0 is 4: one run id, one run
+            repeated = next((v for i, v in enumerate(value) if v in value[:i]), None)
+            if repeated is not None:  # the same runs twice: a grid would silently have fewer trials or cells
+                raise ValueError(f"{name} lists {repeated!r} more than once (got {list(getattr(self, name))}); give "
+                                 f"each value once: a repeated value names the same runs")
             object.__setattr__(self, name, value)
         if isinstance(self.iterative_retrain_times, dict):
             object.__setattr__(self, "iterative_retrain_times",

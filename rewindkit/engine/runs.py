@@ -32,6 +32,7 @@ from ..platform.version import __version__
 from ..platform import distributed, numerics, registry
 from ..platform.hardware import Hardware
 from .profiles import Profile
+from ..core.optimizers import ADAM_UPDATE
 from ..core.pruning import Pruning, pruning_from_dict
 from ..core.schedules import StepSchedule
 from ..platform.storage import atomic_write_json, load_json
@@ -49,6 +50,8 @@ def setup_from_profile(profile: Profile) -> dict:
     setup = {"network": profile.network, "model_options": dict(profile.model_options),
              "dataset": profile.dataset, "dataset_options": dict(profile.dataset_options),
              "n_train": profile.n_train, "n_eval": profile.n_eval, "recipe": profile.recipe.to_dict()}
+    if profile.recipe.optimizer == "adam":  # Adam runs made with another update are not reused
+        setup["adam_update"] = ADAM_UPDATE
     if not profile.evaluate_every_epoch:  # metrics.csv then holds the final metrics only (left out at
         setup["evaluate_every_epoch"] = False  # the default, so the ids of earlier runs stay as they were)
     used = registry.identity(profile.network, profile.dataset, profile.recipe.lr_schedule)

@@ -36,11 +36,30 @@ def retrain_time(profile: Profile, fraction: float) -> int:
 
 
 def run_metrics(out, run_id: str) -> pd.DataFrame:
-    """One run's per-epoch ``metrics.csv``."""
-    path = RunStore(out, create=False).dir(run_id) / "metrics.csv"
+    """One run's per-epoch ``metrics.csv``. For a finished run its last row must hold the run's final
+    metrics (``result.json``): a file cut short or edited is refused, never drawn as the run."""
+    store = RunStore(out, create=False)
+    path = store.dir(run_id) / "metrics.csv"
     if not path.exists():
         raise FileNotFoundError(f"no metrics for run {run_id} in {out}")
-    return pd.read_csv(path)
+    table = pd.read_csv(path)
+    if store.is_done(run_id):
+        final = store.result(run_id)["row"]
+        last = table.iloc[-1] if len(table) else None
+        agree = last is not None and all(
+            _same_number(last.get(key), final.get(key)) for key in ("test_acc", "val_acc"))
+        if not agree:
+            raise ValueError(f"{path} does not end with run {run_id}'s final metrics (result.json: test "
+                             f"{final.get('test_acc')!r}, validation {final.get('val_acc')!r}; the file's last row: "
+                             f"{None if last is None else dict(last)}): it was cut short or edited. Delete the folder "
+                             f"{store.dir(run_id)} and run the grid again to retrain it.")
+    return table
+
+
+def _same_number(a, b) -> bool:
+    """Equal floats, or both missing (NaN/None: a run that evaluates at the end only has no curve)."""
+    missing = [x is None or (isinstance(x, float) and x != x) for x in (a, b)]
+    return all(missing) if any(missing) else float(a) == float(b)
 
 
 def load_model(out, run_id: str, device="cpu") -> torch.nn.Module:

@@ -95,7 +95,9 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * total / (total - 1), alpha=m)
         shape = (1, c, 1, 1)
-        y = centered / torch.sqrt(var.view(shape) + self.eps)
+        # rsqrt, not sqrt: on the CPU torch.sqrt is MKL's vector square root, which rounds differently by
+        # CPU vendor (docs/reproducibility.md); ATen's rsqrt is the processor's IEEE square root, then 1/x
+        y = centered * torch.rsqrt(var.view(shape) + self.eps)
         return y * self.weight.view(shape) + self.bias.view(shape)
 
 
