@@ -4,7 +4,8 @@
     python benchmarks/run.py --device cuda   # the same on a GPU, plus the compiled fast path
     python benchmarks/run.py --grid          # also time the laptop one-shot grid end to end
 
-Prints a table and writes it as CSV (``--csv``, default benchmarks/results-<device>.csv).
+Prints a table and writes it as CSV (``--csv``, default benchmarks/results-<device>.csv), replacing the rows
+of the benchmarks it measured and keeping the others.
 
 Measured:
 * masked vs dense training step (ResNet-20, ResNet-56 at CIFAR shapes, batch 128; the MNIST-1D
@@ -916,6 +917,23 @@ def bench_reproduce(rows, notebooks=(), at_once="auto"):
                  "unit": "s", "ratio_vs_dense": round(total / reference), "target": f"≤ {budget:.0f} × reference"})
 
 
+def write_table(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to the CSV at ``path``, keeping the rows of every benchmark this run did not
+    measure (``--only reference`` replaces the reference row, not the whole table)."""
+    measured = {row["benchmark"] for row in rows}
+    kept = []
+    if path.exists():
+        with open(path, newline="") as f:
+            kept = [row for row in csv.DictReader(f) if row.get("benchmark") not in measured]
+    fields = list(dict.fromkeys([*rows[0], *(key for row in kept + rows for key in row)]))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept + rows)
+    os.replace(tmp, path)
+
+
 def machine_line(device):
     """The date, CPU (or GPU), core count and torch version a measurement was taken on."""
     cpu = "?"
@@ -965,10 +983,7 @@ def main(argv=None):
 
     def write():  # after every part, so an interrupted run keeps what it measured
         if rows:
-            with open(out, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            write_table(out, rows)
 
     variants = None
     if args.variants:
