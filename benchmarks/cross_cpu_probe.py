@@ -66,10 +66,25 @@ def kernels() -> dict[str, str]:
         A, B = torch.randn(bsz, m, k, generator=g), torch.randn(bsz, k, n, generator=g)
         out[f"bmm_{bsz}x{m}x{k}x{n}"] = digest(torch.bmm(A, B))
     x = torch.randn(1 << 16, generator=g) * 3
-    for name in ("exp", "log", "tanh", "sqrt", "erf", "sigmoid", "rsqrt", "log1p", "expm1", "reciprocal"):
-        arg = x.abs() + 1e-3 if name in ("log", "sqrt", "rsqrt", "reciprocal") else x
+    # the kit's networks use the first ten; the rest (added 2026-12-06) are what a plug-in network may call
+    for name in ("exp", "log", "tanh", "sqrt", "erf", "sigmoid", "rsqrt", "log1p", "expm1", "reciprocal",
+                 "sin", "cos", "tan", "atan", "sinh", "cosh", "log2", "log10", "erfc", "lgamma", "asin", "acos",
+                 "erfinv"):
+        arg = x.abs() + 1e-3 if name in ("log", "sqrt", "rsqrt", "reciprocal", "log2", "log10", "lgamma") else x
+        arg = torch.tanh(x) * 0.99 if name in ("asin", "acos", "erfinv") else arg
         out[f"unary_{name}"] = digest(getattr(torch, name)(arg))
         out[f"unary_{name}_strided"] = digest(getattr(torch, name)(arg[::3]))
+    # layers a plug-in network may use (added 2026-12-06; these draw from their own generator, so the
+    # inputs of every line below stay those of the earlier outputs)
+    h = torch.Generator().manual_seed(7)
+    z = torch.randn(64, 10, 48, generator=h)
+    out["layer_norm"] = digest(F.layer_norm(z, (48,)))
+    out["group_norm"] = digest(F.group_norm(z.transpose(1, 2), 4))
+    out["normalize"] = digest(F.normalize(z, dim=-1))
+    for name in ("gelu", "silu", "softplus", "mish", "elu"):
+        out[f"act_{name}"] = digest(getattr(F, name)(z))
+    q, k, v = (torch.randn(8, 4, 10, 12, generator=h) for _ in range(3))
+    out["scaled_dot_product_attention"] = digest(F.scaled_dot_product_attention(q, k, v))
     logits = torch.randn(512, 97, generator=g)
     out["log_softmax"] = digest(F.log_softmax(logits, -1))
     out["softmax"] = digest(F.softmax(logits, -1))
