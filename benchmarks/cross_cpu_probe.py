@@ -8,7 +8,10 @@ byte for byte, and notebook 11's translation figures with other numbers (docs/re
 Running this probe on each kind of CPU and comparing the outputs names the kernels that differ:
 
     python benchmarks/cross_cpu_probe.py > mine.txt
-    python benchmarks/cross_cpu_probe.py --compare benchmarks/cross_cpu/intel-xeon-2026-12-05.txt
+    python benchmarks/cross_cpu_probe.py --compare benchmarks/cross_cpu/amd-epyc-2026-12-06.txt
+
+(The Intel file, ``intel-xeon-2026-12-05.txt``, was made while the kit's Adam took the foreach update:
+its ``train_translation_step_*`` lines differ from today's kit on every CPU.)
 
 Kernels that differed (2026-12-06, an AMD EPYC against the Intel file): ``torch.sqrt``, which is MKL's
 vector square root, not correctly rounded and rounded differently on the two CPUs, and with it Adam's
@@ -196,16 +199,24 @@ def main(argv=None) -> int:
         for key, value in cpu_numerics().items():
             print(f"# {key}: {value}")
         print(f"# torch: {torch.__version__}")
+        from rewindkit.core.optimizers import ADAM_UPDATE
+        print(f"# kit's Adam update: {ADAM_UPDATE}")
         for name, value in result.items():
             print(f"{name} {value}")
         return 0
     theirs = read(args.compare)
     both = [n for n in result if n in theirs]
+    if not both:
+        print(f"{args.compare} has none of this probe's lines: nothing compared")
+        return 2
     differ = [n for n in both if theirs[n] != result[n]]
     print(f"{len(differ)} of the {len(both)} lines in both differ from {args.compare}: {', '.join(differ) or 'none'}")
     only_here = [n for n in result if n not in theirs]
     if only_here:  # lines added to the probe after that file was made
         print(f"not in {args.compare}, so not compared: {', '.join(only_here)}")
+    only_there = [n for n in theirs if n not in result]
+    if only_there:
+        print(f"only in {args.compare}: {', '.join(only_there)}")
     return 1 if differ else 0
 
 

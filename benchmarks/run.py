@@ -871,7 +871,7 @@ def bench_reference(rows, rounds=11):
 # With their mean, 2,150, the issue's day had a kit laptop epoch of 1,179 / 2,150 = 0.548 s (2.7x
 # today's; the brief documents up to 1.6x between days, so the issue's machine was also busy).
 # The fixed reference workload takes REFERENCE_PER_KIT_EPOCH kit laptop epochs (--only reference,
-# on the AMD EPYC the calibration was made on, 2026-12-06, 2 cores; log
+# measured 2026-12-06 on the AMD EPYC on which the budget was calibrated the day before, 2 cores; log
 # benchmarks/logs/reference-2026-12-06-amd-cpu.log; on an Intel Xeon the same day 0.989, log
 # benchmarks/logs/reference-2026-12-06-cpu.log), so the issue's day's reference was 0.548 s × that,
 # and the budget is 765 s / that in references.
@@ -917,9 +917,14 @@ def bench_reproduce(rows, notebooks=(), at_once="auto"):
                  "unit": "s", "ratio_vs_dense": round(total / reference), "target": f"≤ {budget:.0f} × reference"})
 
 
-def write_table(path: Path, rows: list[dict]) -> None:
+def write_table(path: Path, rows: list[dict], measured_on: str | None = None) -> None:
     """Write ``rows`` to the CSV at ``path``, keeping the rows of every benchmark this run did not
-    measure (``--only reference`` replaces the reference row, not the whole table)."""
+    measure (``--only reference`` replaces the reference row, not the whole table). Each new row
+    says when and where it was measured (``measured_on``, default today's date and this CPU)."""
+    if measured_on is None:
+        from rewindkit.platform.numerics import cpu_model
+        measured_on = f"{time.strftime('%Y-%m-%d')} {cpu_model()}"
+    rows = [{**row, "measured_on": measured_on} for row in rows]
     measured = {row["benchmark"] for row in rows}
     kept = []
     if path.exists():

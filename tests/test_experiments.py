@@ -502,6 +502,13 @@ def test_a_metrics_file_cut_short_is_refused_not_drawn(tmp_path):
     path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # the last row half-written
     with pytest.raises(ValueError, match="cut short"):
         views.run_metrics(tmp_path, run_id)
+    short = whole.iloc[:-1].copy()  # one epoch short, though its last accuracies equal the final ones
+    short.loc[short.index[-1], ["val_acc", "test_acc"]] = whole.iloc[-1][["val_acc", "test_acc"]].to_numpy()
+    path.write_text(short.to_csv(index=False))
+    with pytest.raises(ValueError, match="cut short"):
+        views.run_metrics(tmp_path, run_id)
+    path.write_text("".join(lines))
+    pd.testing.assert_frame_equal(views.run_metrics(tmp_path, run_id), whole)
 
 
 def test_laptop_run_ids_are_pinned():

@@ -64,26 +64,33 @@ def test_the_budgets_reference_workload_does_not_depend_on_the_kit():
 
 def test_the_kits_adam_takes_a_correctly_rounded_square_root():
     """Adam's update divides by √v. MKL's vector square root (what torch.sqrt and the foreach update
-    call on the CPU) is not correctly rounded, and rounds differently on Intel and AMD CPUs (its
+    call on the CPU) is not correctly rounded, and rounds differently on an Intel and an AMD CPU (its
     COMPATIBLE branch included: benchmarks/cross_cpu_probe.py), which made notebook 11's translation
     figures CPU-dependent. The kit's Adam must use the IEEE square root, the same bits on every CPU.
 
-    With β = (0, 0), no weight decay and lr 1, the first step from p = 0 is exactly
-    p = −g / (√fl(g²) + ε) with every operation rounded once in float32 (ε = 1e-30 is far below half
-    an ulp of √fl(g²) ≥ 0.5, so adding it rounds back): numpy's float32 arithmetic is that reference."""
+    From a state with m = 2, v = 2w, step 60, a zero gradient and β = (0.5, 0.5), one step gives
+    m = 1 and v = w exactly, bias corrections of exactly 1 in double (0.5⁶¹ is below half an ulp of
+    1), so with lr 1 and p = 0 the step is exactly p = −1 / (√w + ε), each operation rounded once in
+    float32 (ε = 1e-30 is far below half an ulp of √w ≥ 0.03, so adding it rounds back): numpy's
+    float32 arithmetic is that reference. A square root one ulp off changes the quotient."""
     import numpy as np
     import torch
     from rewindkit.core.optimizers import make_optimizer
     from rewindkit.recipe import Recipe
-    g = (torch.rand(1 << 14, generator=torch.Generator().manual_seed(0)) + 0.5).float()
-    model = torch.nn.Linear(1, 1 << 14, bias=False)  # one parameter of 16,384 entries (a vector loop and its tail)
+    n = (1 << 14) + 5  # a vector loop and a scalar tail
+    w = torch.randn(n, generator=torch.Generator().manual_seed(0)).abs() * 3 + 1e-3  # many binades
+    model = torch.nn.Linear(1, n, bias=False)
     with torch.no_grad():
         model.weight.zero_()
-    model.weight.grad = g.view(-1, 1).clone()
-    recipe = Recipe(optimizer="adam", adam_betas=(0.0, 0.0), adam_eps=1e-30, lr=1.0, weight_decay=0.0)
-    make_optimizer(model, recipe).step()
-    gn = g.numpy()
-    expected = -(gn / (np.sqrt(gn * gn) + np.float32(1e-30)))
+    model.weight.grad = torch.zeros_like(model.weight)
+    recipe = Recipe(optimizer="adam", adam_betas=(0.5, 0.5), adam_eps=1e-30, lr=1.0, weight_decay=0.0)
+    optimizer = make_optimizer(model, recipe)
+    optimizer.state[model.weight] = {"step": torch.tensor(60.0), "exp_avg": torch.full((n, 1), 2.0),
+                                     "exp_avg_sq": (2 * w).view(n, 1).clone()}
+    optimizer.step()
+    assert torch.equal(optimizer.state[model.weight]["exp_avg_sq"].view(-1), w)
+    wn = w.numpy()
+    expected = -(np.float32(1) / (np.sqrt(wn) + np.float32(1e-30)))
     assert expected.dtype == np.float32
     got = model.weight.detach().view(-1).numpy()
-    assert np.array_equal(got, expected), f"{np.count_nonzero(got != expected)} of {gn.size} entries differ"
+    assert np.array_equal(got, expected), f"{np.count_nonzero(got != expected)} of {n} entries differ"

@@ -262,6 +262,17 @@ def test_translation_smoke_grid_writes_bleu_results_with_every_weight_masked(tmp
     assert abs(mask.density() - 0.3) < 1e-3 and abs(results.density[0] - mask.density()) < 1e-9
     base = pd.read_csv(out / "base_results.csv")
     assert len(base) == 1 and 0 <= base.test_acc[0] <= 100
+    # a run made before Adam took the fused update (no "adam_update" in its setup) cannot be replayed
+    # bit for bit by this kit: refused, saying why, instead of a mismatch blamed on the hardware
+    import json
+
+    from rewindkit.engine import replay
+    config_path = out / "runs" / base.run_id[0] / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["setup"].pop("adam_update") == "fused"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"trained with Adam's foreach update .* replay cannot reproduce it"):
+        replay.starting_point(out, base.run_id[0])
 
 
 def test_a_fully_pruned_attention_vector_gives_finite_losses_and_gradients(data):

@@ -40,11 +40,13 @@ def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     return groups
 
 
-# How the kit's Adam steps, part of every Adam run's identity (engine.runs.setup_from_profile): "fused" is
-# torch's single-kernel update on every device. Until 2026-12-06 the CPU took the foreach update, whose
-# square root is MKL's vector math (vsSqrt): not correctly rounded, and other bits on Intel and AMD CPUs
-# even in MKL's COMPATIBLE branch (benchmarks/cross_cpu_probe.py). The fused kernel's square root is the
-# processor's own, correctly rounded (IEEE 754) on every x86-64 CPU, so Adam runs agree across CPUs.
+# How the kit's Adam steps (the torch.optim.Adam flag it sets), part of every Adam run's identity
+# (engine.runs.setup_from_profile): "fused", torch's single-kernel update, on every device. Until
+# 2026-12-06 the CPU took the foreach update, whose square root is MKL's vector math (vsSqrt): not
+# correctly rounded, and other bits on an Intel and an AMD CPU even in MKL's COMPATIBLE branch
+# (benchmarks/cross_cpu_probe.py). The fused kernel's square root is the processor's own, correctly
+# rounded (IEEE 754) on every x86-64 CPU, so Adam runs should agree across CPUs as SGD runs do (to be
+# confirmed on an Intel machine: docs/reproducibility.md).
 ADAM_UPDATE = "fused"
 
 
@@ -54,7 +56,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe, hardware: Hardware = Hardwa
     and the foreach update is what the kit's SGD runs have always used)."""
     groups = parameter_groups(model, recipe)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, betas=recipe.adam_betas, eps=recipe.adam_eps, fused=True)
+        return torch.optim.Adam(groups, lr=recipe.lr, betas=recipe.adam_betas, eps=recipe.adam_eps,
+                                **{ADAM_UPDATE: True})
     fast = {"fused": True} if hardware.is_cuda else {"foreach": True}
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, **fast)
 

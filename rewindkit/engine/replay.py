@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.masks import Mask
+from ..core.optimizers import ADAM_UPDATE
 from ..core.recipe import Recipe
 from ..core.techniques import RetrainPlan, run_plan
 from ..platform.hardware import Hardware
@@ -57,6 +58,11 @@ def starting_point(out, run_id: str, hardware: Hardware | None = None) -> Starti
     hardware = hardware if hardware is not None else recorded_hardware(out, run_id)
     folder = store.dir(run_id)
     spec = RunSpec.from_config(load_json(folder / "config.json", what="run config"))
+    if spec.setup["recipe"].get("optimizer") == "adam" and "adam_update" not in spec.setup:
+        raise ValueError(f"run {run_id} in {store.root} was trained with Adam's foreach update (rewindkit before "
+                         f"2026-12-06); this rewindkit steps Adam with the {ADAM_UPDATE!r} update, so a replay cannot "
+                         f"reproduce it bit for bit. Run its grid again (Adam runs now have other ids) and replay the "
+                         f"new run; the old run folders can be deleted.")
     ds = load_dataset(spec.setup, hardware.device)
     build = model_builder(spec.setup, ds)
     recipe = Recipe(**spec.setup["recipe"])

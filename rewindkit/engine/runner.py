@@ -389,7 +389,7 @@ def _train(spec: RunSpec, store: RunStore, folder: Path, ds, build, recipe: Reci
     if spec.pruning is not None:
         row.update(pruning=spec.pruning.label, schedule=spec.pruning_schedule, technique=spec.technique,
                    density=mask.density(), retrain_time=spec.retrain_time)
-    result = {"kind": config["kind"], "row": row, "seconds": time.time() - started,
+    result = {"kind": config["kind"], "row": row, "final_step": stop, "seconds": time.time() - started,
               "provenance": provenance(hardware)}
     atomic_write_json(result, folder / "result.json")
     if distributed.is_primary():

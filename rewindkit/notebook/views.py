@@ -37,21 +37,25 @@ def retrain_time(profile: Profile, fraction: float) -> int:
 
 def run_metrics(out, run_id: str) -> pd.DataFrame:
     """One run's per-epoch ``metrics.csv``. For a finished run its last row must hold the run's final
-    metrics (``result.json``): a file cut short or edited is refused, never drawn as the run."""
+    metrics and last step (``result.json``): a file cut short or edited is refused, never drawn as the run."""
     store = RunStore(out, create=False)
     path = store.dir(run_id) / "metrics.csv"
     if not path.exists():
         raise FileNotFoundError(f"no metrics for run {run_id} in {out}")
     table = pd.read_csv(path)
     if store.is_done(run_id):
-        final = store.result(run_id)["row"]
+        result = store.result(run_id)
+        final = result["row"]
         last = table.iloc[-1] if len(table) else None
         agree = last is not None and all(
             _same_number(last.get(key), final.get(key)) for key in ("test_acc", "val_acc"))
+        if agree and "final_step" in result:  # runs finished since 2026-12-06 record their last step
+            agree = _same_number(last.get("step"), result["final_step"])
         if not agree:
             raise ValueError(f"{path} does not end with run {run_id}'s final metrics (result.json: test "
                              f"{final.get('test_acc')!r}, validation {final.get('val_acc')!r}; the file's last row: "
-                             f"{None if last is None else dict(last)}): it was cut short or edited. Delete the folder "
+                             f"{None if last is None else dict(last)}; its last step: {result.get('final_step', 'not recorded')}): it "
+                             f"was cut short or edited. Delete the folder "
                              f"{store.dir(run_id)} and run the grid again to retrain it.")
     return table
 

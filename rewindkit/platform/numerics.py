@@ -17,14 +17,16 @@ otherwise, or ``REWINDKIT_PORTABLE_NUMERICS=0``):
   cache sizes), and pinning its ISA instead (``ONEDNN_MAX_CPU_ISA=AVX2``) crashed torch 2.13's
   channels-last convolutions with 4 channels on one thread (double free), so it is not an option.
 
-One kernel differs by CPU vendor even so: MKL's vector square root (``torch.sqrt`` on the CPU), not
-correctly rounded and rounded differently on Intel and AMD CPUs in the ``COMPATIBLE`` branch too. The
-kit's only square root in training is Adam's, which therefore takes torch's fused update, whose square
-root is the processor's correctly rounded one (:data:`rewindkit.core.optimizers.ADAM_UPDATE`).
+One kernel the kit used differs by CPU vendor even so: MKL's vector square root (``torch.sqrt`` on the
+CPU), not correctly rounded and rounded differently on an Intel and an AMD CPU in the ``COMPATIBLE``
+branch too. The kit's only square root in training is Adam's, which therefore takes torch's fused
+update, whose square root is the processor's correctly rounded one
+(:data:`rewindkit.core.optimizers.ADAM_UPDATE`). Other vector-math functions (``sin``, ``lgamma``, …)
+have not been compared across vendors yet.
 With a fixed thread count (every run trains with one intra-op thread: ``hardware.RUN_THREADS``)
 the remaining kernels have no vendor- or ISA-dependent choice that we know of
 (``benchmarks/cross_cpu_probe.py`` compares every kernel family across machines). The
-speed cost on the laptop profile is measured by ``benchmarks/run.py --only numerics``; the README
+speed cost on the laptop profile is measured by ``benchmarks/run.py --only numerics``; docs/reproducibility.md
 ("What reproduces exactly") says what was verified. GPUs are unaffected. The switch is process-wide:
 it also applies to other CPU code in a process that imports rewindkit, and the environment variables
 pass to subprocesses. Set ``REWINDKIT_PORTABLE_NUMERICS=0`` before importing rewindkit to keep
