@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import platform
 import statistics
@@ -55,6 +56,7 @@ from rewindkit import models, pruning  # noqa: E402
 from rewindkit.data import augment_crop_flip  # noqa: E402
 from rewindkit.core.masks import MaskEnforcer  # noqa: E402
 from rewindkit.platform.hardware import Hardware, prepare_model  # noqa: E402
+from rewindkit.platform.storage import atomic_write_text  # noqa: E402
 from rewindkit.recipe import Recipe  # noqa: E402
 from rewindkit.training import make_optimizer  # noqa: E402
 from rewindkit.profiles import PROFILES  # noqa: E402
@@ -931,12 +933,11 @@ def write_table(path: Path, rows: list[dict], measured_on: str | None = None) ->
         with open(path, newline="") as f:
             kept = [row for row in csv.DictReader(f) if row.get("benchmark") not in measured]
     fields = list(dict.fromkeys([*rows[0], *(key for row in kept + rows for key in row)]))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept + rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(kept + rows)
+    atomic_write_text(text.getvalue(), path)  # the kit's own atomic write: no half-written table
 
 
 def machine_line(device):
